@@ -1,0 +1,73 @@
+"""Noise schedules and the conversions between the VP (DDPM) and VE (EDM) parameterisations.
+
+Notation (see shared/reference/diff-instruct-reference-loop.md):
+    VE / EDM:  x_sigma = x0 + sigma * eps
+    VP / DDPM: x_t = a_t * x0 + s_t * eps,  a_t = sqrt(alphabar_t),  s_t = sqrt(1 - alphabar_t)
+    sigma = s_t / a_t,   x_sigma = x_t / a_t,   a_t = 1 / sqrt(1 + sigma^2)
+All functions are pure and work on tensors of any shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """DDPM's linear beta schedule (Ho et al. 2020), float64. Not rescaled for num_steps: with T=2000
+    (seed 000) alphabar_T reaches ~1e-9, which is hypothesis 3 of the reference note."""
+    return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+
+
+def alphabar_from_betas(betas: torch.Tensor) -> torch.Tensor:
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def sigma_from_alphabar(alphabar: torch.Tensor) -> torch.Tensor:
+    """sigma = s_t / a_t = sqrt((1 - alphabar) / alphabar)."""
+    return ((1.0 - alphabar) / alphabar).sqrt()
+
+
+def alphabar_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """Inverse of sigma_from_alphabar: alphabar = 1 / (1 + sigma^2)."""
+    return 1.0 / (1.0 + sigma**2)
+
+
+def vp_scale_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """a_t = 1 / sqrt(1 + sigma^2)."""
+    return (1.0 + sigma**2).rsqrt()
+
+
+def vp_to_ve(x_t: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    """x_sigma = x_t / a_t."""
+    return x_t / a_t
+
+
+def ve_to_vp(x_sigma: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x_t = a_t * x_sigma with a_t = 1 / sqrt(1 + sigma^2)."""
+    return x_sigma * vp_scale_from_sigma(sigma)
+
+
+def continuous_t_from_sigma(sigma: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
+    """Fractional DDPM index t in [0, T-1] whose sigma equals ``sigma``, by linear interpolation of
+    log sigma over the (increasing) discrete table. Values outside the table are clamped.
+
+    This lets a discrete-time eps-network answer at any VE noise level, as the DI loop needs.
+    """
+    log_table = sigma_table.log().to(sigma.device, torch.float64)
+    log_sigma = sigma.double().log().clamp(log_table[0], log_table[-1])
+    idx = torch.searchsorted(log_table, log_sigma.contiguous()).clamp(1, len(log_table) - 1)
+    lo, hi = log_table[idx - 1], log_table[idx]
+    frac = (log_sigma - lo) / (hi - lo)
+    return (idx - 1).double() + frac
+
+
+def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    """EDM's time discretisation (Karras et al. 2022, eq. 5), decreasing, with a final 0 appended."""
+    i = torch.arange(num_steps, dtype=torch.float64)
+    sigmas = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+
+
+def edm_loss_weight(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (EDM, Table 1)."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
