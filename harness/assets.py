@@ -9,6 +9,7 @@ Files live in ``harness/assets/`` (installed as package data):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -39,9 +40,12 @@ def save_asset(name: str, kind: str, config: dict, state_dict: dict, manifest_en
     tmp = path.with_suffix(".pt.tmp")
     torch.save({"kind": kind, "config": config, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}, tmp)
     tmp.replace(path)
-    manifest = read_manifest(d)
-    manifest[name] = {**manifest_entry, "file": path.name, "bytes": path.stat().st_size}
-    write_json(d / "manifest.json", dict(sorted(manifest.items())))
+    # Several pretrain jobs may finish at once: serialise the read-modify-write of the manifest.
+    with open(d / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(d)
+        manifest[name] = {**manifest_entry, "file": path.name, "bytes": path.stat().st_size}
+        write_json(d / "manifest.json", dict(sorted(manifest.items())))
     return path
 
 

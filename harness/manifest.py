@@ -13,8 +13,19 @@ from pathlib import Path
 import torch
 
 
+_COMMIT_AT_START: str | None = None
+
+
 def git_commit() -> str:
-    """HEAD of the harness checkout, with '+dirty' when tracked files differ from it."""
+    """HEAD of the harness checkout when this process first asked (the code that ran), '+dirty' when
+    tracked files differed from it then."""
+    global _COMMIT_AT_START
+    if _COMMIT_AT_START is None:
+        _COMMIT_AT_START = _read_git_commit()
+    return _COMMIT_AT_START
+
+
+def _read_git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)

@@ -1,0 +1,159 @@
+"""The baseline comparison table (what seed 000's Table 1 tried to measure, measured properly).
+
+    python -m harness.baselines [--n 5000] [--results-dir results]
+
+Writes DIR/baselines/{table.csv, table.md, noise_n100.csv, metrics.png, samples.png, samples/*.png,
+manifest.json}. Every row is measured here in the evaluator's feature space against the 10,000 test
+images, except the ``seed000-table1`` rows, which hold the published numbers of seed 000 (their n=100,
+Inception-space metrics) and say so in ``source``. Error bars: ``kid_std`` is the std over KID's random
+subsets; the other ``*_std`` are the std across 5 disjoint folds of n/5 samples (conservative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import assets, metrics
+from .evaluation import featurise, generate
+from .manifest import git_commit, make_manifest, write_json
+from .plots import save_grid, save_grids_panel, save_metric_bars
+from .progress import progress_bar
+from .teachers import default_sampler_kwargs
+
+SEED000_SOURCE = "published: seed 000 Table 1 (their n=100, Inception features) - not measured here"
+SEED000_ROWS = [  # the student report's own numbers, kept only as labelled reference rows
+    {"entry": "DM", "precision": 0.71, "recall": 0.59, "kid": 0.030831},
+    {"entry": "pretrained generator", "precision": 0.60, "recall": 0.48, "kid": 0.099935},
+    {"entry": "real data (theoretical)", "precision": 1.0, "recall": 1.0, "kid": 0.0},
+]
+MODELS = ("real-test", "teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong")
+COLUMNS = ["model", "entry", "source", "precision", "precision_std", "recall", "recall_std", "density", "density_std",
+           "coverage", "coverage_std", "kid", "kid_std", "fid", "fid_std", "class_coverage", "class_entropy",
+           "n_samples", "nfe", "ms_per_image", "sampler"]
+
+
+def model_sampler(model: str, asset_dir=None):
+    """(sample_fn(z), noise shape, nfe, sampler description) for a shipped model."""
+    if model.startswith("teacher-"):
+        teacher, _ = assets.load_teacher(model, asset_dir)
+        kwargs = default_sampler_kwargs(teacher)
+        return (lambda z: teacher.sample(z, **kwargs)), (1, 28, 28), teacher.nfe(**kwargs), f"{teacher.kind} {kwargs}"
+    generator, cfg = assets.load_network(model, asset_dir)
+    return generator, (cfg["net"]["latent_dim"],), 1, "one step G(z)"
+
+
+def real_images(n: int, seed: int, data_root=None) -> torch.Tensor:
+    """n training images (disjoint from the test bank): the 'real data' row measures each metric's floor."""
+    from .data import load_split
+
+    images, _ = load_split("train", data_root)
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[idx]
+
+
+def measure(model: str, n: int, seed: int, evaluator, bank, asset_dir=None, data_root=None, noise_repeats: int = 20):
+    """One measured row, the images it used and its n=100 noise table."""
+    if model == "real-test":
+        images, ms, nfe, sampler = real_images(n, seed, data_root), 0.0, 0, "FashionMNIST train split"
+    else:
+        sample_fn, shape, nfe, sampler = model_sampler(model, asset_dir)
+        images, ms = generate(sample_fn, n, shape, seed)
+    feats, preds = featurise(evaluator, images)
+    row = metrics.compute_all(bank["features"], feats, fake_class_pred=preds, seed=seed)
+    row.update(metrics.fold_spread(bank["features"], feats, folds=5, seed=seed))
+    row.update(model=model, entry=model, source="measured", nfe=nfe, ms_per_image=ms, sampler=sampler)
+    noise = metrics.small_sample_noise(bank["features"], feats, n=100, repeats=noise_repeats, seed=seed)
+    noise.insert(0, "model", model)
+    return row, images, noise
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def fmt(v, std=None):
+        if pd.isna(v):
+            return ""
+        s = f"{v:.4g}" if isinstance(v, float) else str(v)
+        return s + (f" ± {std:.2g}" if std is not None and not pd.isna(std) else "")
+
+    cols = ["model", "entry", "precision", "recall", "density", "coverage", "kid", "fid", "class_coverage", "n_samples", "nfe", "ms_per_image"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in table.iterrows():
+        cells = [fmt(r[c], r.get(f"{c}_std")) if c in ("precision", "recall", "density", "coverage", "kid", "fid") else fmt(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.baselines", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--n", type=int, default=5000, help="generated samples per model (vs the 10,000 test images)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="which measured rows")
+    p.add_argument("--noise-repeats", type=int, default=20, help="repeats of the n=100 evaluation (seed 000's sample size)")
+    p.add_argument("--asset-dir", default=None, help="assets directory (default: shipped harness/assets)")
+    p.add_argument("--data-root", default=None, help="FashionMNIST IDX files, for the real-data row")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.n < 500:
+        raise SystemExit(f"error: --n {args.n} is too small for these metrics (use >= 500; the default is 5000)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    git_commit()
+    out = Path(args.results_dir) / "baselines"
+    t0 = time.time()
+    try:
+        evaluator, _ = assets.load_network("evaluator", args.asset_dir)
+        bank = assets.load_feature_bank(args.asset_dir)
+    except assets.AssetNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
+    rows, noise_tables, grids = [], [], {}
+    with progress_bar(len(args.models), "baselines") as bar:
+        for model in args.models:
+            try:
+                row, images, noise = measure(model, args.n, args.seed, evaluator, bank, args.asset_dir, args.data_root, args.noise_repeats)
+            except (assets.AssetNotFoundError, RuntimeError) as err:  # DataNotFoundError is a RuntimeError
+                print(f"[baselines] skipping {model}: {err}", file=sys.stderr, flush=True)
+                bar.update(advance=1)
+                continue
+            rows.append(row)
+            noise_tables.append(noise)
+            grids[model] = images[:64]
+            save_grid(images[:64], out / "samples" / f"{model}.png", title=model)
+            bar.update(advance=1, model=model, kid=row["kid"])
+    rows += [{"model": "seed000-table1", "source": SEED000_SOURCE, "n_samples": 100, **r} for r in SEED000_ROWS]
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table.csv", index=False)
+    measured = table[table.source == "measured"].reset_index(drop=True)
+    noise = pd.concat(noise_tables) if noise_tables else pd.DataFrame()
+    summary = noise.groupby("model")[["precision", "recall", "kid"]].agg(["mean", "std", "min", "max"]) if len(noise) else None
+    if summary is not None:
+        summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+        summary = summary.reset_index()
+        summary.to_csv(out / "noise_n100.csv", index=False)
+    header = (f"# Baselines (measured, n = {args.n} generated vs 10,000 test images; evaluator feature space)\n\n"
+              f"`kid ± std` over 100 subsets of 1000; other `±` = std over 5 disjoint folds of n/5. "
+              f"Rows `seed000-table1` are seed 000's published numbers (n=100, Inception space), not measured here.\n\n")
+    md = header + to_markdown(table)
+    if summary is not None:
+        md += (f"\n## How noisy are these metrics at seed 000's n = 100? ({args.noise_repeats} independent draws of 100 "
+               f"generated and 100 real samples per model)\n\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
+    (out / "table.md").write_text(md)
+    if len(measured):
+        save_metric_bars(measured, out / "metrics.png", title=f"baselines, n={args.n} (error bars: KID subsets / 5 folds)")
+        save_grids_panel(grids, out / "samples.png")
+    write_json(out / "manifest.json", make_manifest(
+        command=" ".join(["python -m harness.baselines"] + (argv if argv is not None else sys.argv[1:])), config=vars(args),
+        seed=args.seed, wall_s=time.time() - t0, assets={k: {"git_commit": v.get("git_commit"), "wall_s": v.get("wall_s")}
+                                                          for k, v in assets.read_manifest(args.asset_dir).items()}))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
