@@ -137,6 +137,10 @@ def run_loop(cfg: TrainConfig, step_fn, ckpt: Checkpoint, ckpt_every_s: float, d
     return time.time() - t0
 
 
+def _cap(steps: int, args) -> int:
+    return min(steps, args.max_steps) if args.max_steps else steps
+
+
 def lr_at(step: int, base_lr: float, warmup_steps: int) -> float:
     return base_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else base_lr
 
@@ -149,7 +153,7 @@ def train_teacher(name: str, args) -> dict:
     spec = TEACHER_PRESETS[name]
     torch.manual_seed(args.seed)
     images, labels = load_split("train", args.data_root)
-    steps = int(args.kimg * 1000) // args.batch_size
+    steps = _cap(int(args.kimg * 1000) // args.batch_size, args)
     cfg = TrainConfig(job=f"teacher-{name}", steps=steps, batch_size=args.batch_size, lr=args.lr, betas=(0.9, 0.999),
                       warmup_steps=min(200, steps // 10), ema_halflife_kimg=args.ema_halflife_kimg, seed=args.seed,
                       extra={"teacher": spec, "kimg": args.kimg})
@@ -184,7 +188,7 @@ def train_gan(name: str, args) -> dict:
     torch.manual_seed(args.seed)
     images, labels = load_split("train", args.data_root)
     epochs = args.epochs if args.epochs is not None else GAN_PRESETS[name]
-    steps = epochs * (len(images) // args.batch_size)
+    steps = _cap(epochs * (len(images) // args.batch_size), args)
     g_cfg, d_cfg = {"latent_dim": 128, "width": 64}, {"width": 64}
     cfg = TrainConfig(job=f"gan-{name}", steps=steps, batch_size=args.batch_size, lr=2e-4, betas=(0.5, 0.999),
                       seed=args.seed, extra={"epochs": epochs, "generator": g_cfg, "discriminator": d_cfg, "loss": "non-saturating BCE"})
@@ -220,7 +224,7 @@ def train_evaluator(args) -> dict:
     images, labels = load_split("train", args.data_root)
     test_x, test_y = load_split("test", args.data_root)
     epochs = args.epochs if args.epochs is not None else 4
-    steps = epochs * (len(images) // args.batch_size)
+    steps = _cap(epochs * (len(images) // args.batch_size), args)
     net_cfg = {"width": 32, "feature_dim": 128}
     cfg = TrainConfig(job="evaluator", steps=steps, batch_size=args.batch_size, lr=1e-3, seed=args.seed,
                       extra={"epochs": epochs, "net": net_cfg, "augment": "random horizontal flip"})
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=1000, help="samples for the quick metrics stored in the manifest (0: skip)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--restart", action="store_true", help="discard an existing checkpoint and start over")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimisation steps (smoke tests / debugging)")
     return p
 
 
