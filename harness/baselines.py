@@ -73,6 +73,13 @@ def measure(model: str, n: int, seed: int, evaluator, bank, asset_dir=None, data
     return row, images, noise
 
 
+def frame_to_markdown(frame: pd.DataFrame) -> str:
+    """Plain markdown table (no tabulate dependency)."""
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     def fmt(v, std=None):
         if pd.isna(v):
@@ -143,7 +150,7 @@ def main(argv=None) -> None:
     md = header + to_markdown(table)
     if summary is not None:
         md += (f"\n## How noisy are these metrics at seed 000's n = 100? ({args.noise_repeats} independent draws of 100 "
-               f"generated and 100 real samples per model)\n\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
+               f"generated and 100 real samples per model)\n\n" + frame_to_markdown(summary) + "\n")
     (out / "table.md").write_text(md)
     if len(measured):
         save_metric_bars(measured, out / "metrics.png", title=f"baselines, n={args.n} (error bars: KID subsets / 5 folds)")

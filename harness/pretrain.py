@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,8 @@ from . import assets as assets_mod
 from .data import BatchStream, data_checksum, find_data_root, load_split
 from .manifest import git_commit, make_manifest
 from .networks import build, count_parameters
+from .checkpoint import Checkpoint, Interrupted, run_resumable
+from .ema import ema_beta, update_ema
 from .progress import progress_bar
 from .teachers import build_teacher, default_sampler_kwargs
 
@@ -56,85 +57,6 @@ class TrainConfig:
     ema_rampup: float = 0.05
     seed: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def ema_beta(batch: int, cur_nimg: int, halflife_kimg: float, rampup: float) -> float:
-    """EDM's EMA: half-life in images, ramped up as a fraction of the images seen so far."""
-    halflife_nimg = halflife_kimg * 1000
-    if rampup > 0:
-        halflife_nimg = min(halflife_nimg, cur_nimg * rampup)
-    return 0.5 ** (batch / max(halflife_nimg, 1e-8))
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.lerp_(p.detach(), 1 - beta)
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
-
-
-class Checkpoint:
-    """Atomic save/restore of a dict of stateful objects plus step, elapsed time and the global RNG."""
-
-    def __init__(self, path: Path, objects: dict):
-        self.path, self.objects = Path(path), objects
-
-    def save(self, step: int, elapsed: float) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.state_dict() for k, v in self.objects.items()}
-        state["_meta"] = {"step": step, "elapsed": elapsed, "rng": torch.get_rng_state()}
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
-
-    def restore(self) -> tuple[int, float]:
-        if not self.path.is_file():
-            return 0, 0.0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        for k, v in self.objects.items():
-            v.load_state_dict(state[k])
-        torch.set_rng_state(state["_meta"]["rng"])
-        return state["_meta"]["step"], state["_meta"]["elapsed"]
-
-
-class _StopRequested(Exception):
-    pass
-
-
-def run_loop(cfg: TrainConfig, step_fn, ckpt: Checkpoint, ckpt_every_s: float, description: str) -> float:
-    """Call ``step_fn(step) -> dict of floats`` from the last checkpoint to ``cfg.steps``. Returns wall time."""
-    start_step, elapsed = ckpt.restore()
-    if start_step:
-        print(f"[{description}] resuming from step {start_step}/{cfg.steps} ({elapsed:.0f}s already spent)", flush=True)
-    stop = {"flag": False}
-
-    def _request_stop(signum, _frame):
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    t0, last_save = time.time() - elapsed, time.time()
-    step = start_step
-    try:
-        with progress_bar(cfg.steps, description, start=start_step) as bar:
-            while step < cfg.steps:
-                stats = step_fn(step)
-                step += 1
-                bar.update(completed=step, **stats)
-                if stop["flag"]:
-                    raise _StopRequested
-                if time.time() - last_save >= ckpt_every_s:
-                    ckpt.save(step, time.time() - t0)
-                    last_save = time.time()
-    except _StopRequested:
-        ckpt.save(step, time.time() - t0)
-        print(f"[{description}] interrupted at step {step}; checkpoint saved to {ckpt.path}; rerun to resume", flush=True)
-        sys.exit(130)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    ckpt.save(step, time.time() - t0)
-    return time.time() - t0
 
 
 def _cap(steps: int, args) -> int:
@@ -176,7 +98,7 @@ def train_teacher(name: str, args) -> dict:
         running["loss"] = loss.item() if running["loss"] is None else 0.98 * running["loss"] + 0.02 * loss.item()
         return {"loss": running["loss"]}
 
-    wall = run_loop(cfg, step_fn, ckpt, args.ckpt_every, f"teacher {name}")
+    wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, f"teacher {name}")
     metrics = {"train_loss_ema": running["loss"]}
     metrics.update(_quick_sample_metrics(lambda z: ema.sample(z, **default_sampler_kwargs(ema)), args.eval_n, args))
     return _save(f"teacher-{name}", "unet", {"teacher": spec, "net": spec["unet"]}, ema.net.state_dict(), cfg, wall, args,
@@ -212,7 +134,7 @@ def train_gan(name: str, args) -> dict:
         opt_g.step()
         return {"d": d_loss.item(), "g": g_loss.item(), "epoch": stream.epoch}
 
-    wall = run_loop(cfg, step_fn, ckpt, args.ckpt_every, f"gan {name}")
+    wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, f"gan {name}")
     G.eval()
     metrics = _quick_sample_metrics(lambda z: G(z[:, :, 0, 0] if z.dim() == 4 else z), args.eval_n, args, latent=g_cfg["latent_dim"])
     return _save(f"gan-{name}", "dcgan-g", {"net": g_cfg}, G.state_dict(), cfg, wall, args,
@@ -245,7 +167,7 @@ def train_evaluator(args) -> dict:
         sched.step()
         return {"loss": loss.item(), "epoch": stream.epoch}
 
-    wall = run_loop(cfg, step_fn, ckpt, args.ckpt_every, "evaluator")
+    wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, "evaluator")
     net.eval()
     with torch.no_grad():
         feats, preds = [], []
@@ -345,6 +267,9 @@ def main(argv=None) -> None:
                 train_evaluator(args)
         except DataNotFoundError as err:
             raise SystemExit(f"error: {err}") from None
+        except Interrupted as stop:
+            print(stop, flush=True)
+            raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,278 @@
+"""One frozen, validated configuration per Diff-Instruct run; presets are named configs, ablations are
+named deltas (``--set key=value``), never new code paths.
+
+Every field that the reference loop (shared/reference/diff-instruct-reference-loop.md) fixes has the
+reference value as its default; the docstring of each toggle says what it changes and why anyone would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+TEACHERS = ("edm", "ddpm-huber", "ddpm-mse", "toy-gmm")
+GENERATORS = ("onestep", "gan-weak", "gan-strong", "toy-mlp")
+FREEZE_ORDERS = ("reference", "clean", "independent_dropout", "teacher_eval")
+WEIGHTINGS = ("reference", "score_uniform", "snr", "edm_lambda", "dmd_normalized")
+NOISE_KINDS = ("lognormal", "uniform_log", "uniform_vp_t")
+AUX_INITS = ("teacher", "scratch")
+AUX_LOSSES = ("edm", "teacher")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line naming the field."""
+
+
+@dataclass(frozen=True)
+class NoiseDist:
+    """Distribution of the noise level sigma for one of the two losses.
+
+    kind: ``lognormal`` (ln sigma ~ N(p_mean, p_std), the reference for both losses), ``uniform_log``
+    (ln sigma uniform in [ln sigma_min, ln sigma_max]), ``uniform_vp_t`` (t uniform on [0, 1] of the
+    continuous linear-beta VP SDE, beta 0.1 -> 20, mapped to sigma; the DDPM-style choice).
+    Every kind is truncated to [sigma_min, sigma_max] (the "t-range"): hypothesis 3 says unweighted score
+    gaps explode at tiny sigma and eps-networks amplify errors at large sigma.
+    """
+
+    kind: str = "lognormal"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def validate(self, name: str) -> None:
+        if self.kind not in NOISE_KINDS:
+            raise ConfigError(f"{name}.kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}")
+        if not (0 < self.sigma_min < self.sigma_max):
+            raise ConfigError(f"{name}: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if self.p_std <= 0:
+            raise ConfigError(f"{name}.p_std must be > 0, got {self.p_std}")
+
+
+@dataclass(frozen=True)
+class DIConfig:
+    """A Diff-Instruct run. Defaults are the official loop's (``reference``)."""
+
+    preset: str = "reference-onestep"
+    teacher: str = "edm"
+    """Score teacher D_p: ``edm``, ``ddpm-huber`` (seed 000's), ``ddpm-mse``, or ``toy-gmm`` (analytic)."""
+    generator: str = "onestep"
+    """``onestep`` = copy of the teacher called as G(init_sigma * z, init_sigma) (the paper's main setting);
+    ``gan-weak`` / ``gan-strong`` = shipped DCGAN, x0 = G(z), z ~ N(0, I_128) (our GAN adaptation);
+    ``toy-mlp`` for the exact-score toy."""
+    rounds: int = 200
+    batch_size: int = 128
+    seed: int = 0
+
+    # --- freeze / unfreeze order and gradient flow -----------------------------------------------
+    freeze_order: str = "reference"
+    """``reference``: teacher and aux both in train mode for the generator step with the RNG state saved and
+    restored so their dropout masks are identical, G in eval mode while it makes the aux batch.
+    ``clean``: teacher always eval and frozen, aux eval and frozen during the generator step, generator frozen
+    during the aux step (no dropout in any score evaluation). ``independent_dropout``: reference without the
+    RNG restore (different masks add noise to D_q - D_p). ``teacher_eval``: teacher eval, aux train."""
+    detach_scores: bool = True
+    """True (reference): both score evaluations under no_grad, only x0 carries gradient. False: gradient
+    also flows through both score networks into x_t (a classic bug: the aux net then receives generator-loss
+    gradients unless frozen)."""
+    sid_frozen_eval: bool = False
+    """With detach_scores=False: run both score nets frozen and in eval mode, as SiD does on purpose."""
+    aux_zero_grad: bool = True
+    """False: the aux optimiser's gradients are not zeroed before its step, so stale gradients (from the
+    previous aux step, and from the generator step when scores are not detached) leak in (hypothesis 4)."""
+
+    # --- update ratio ----------------------------------------------------------------------------
+    aux_steps: int = 1
+    """Aux (fake score) updates per round, done first. DMD2 used 5-10 (hypothesis 5)."""
+    gen_steps: int = 1
+    """Generator updates per round."""
+
+    # --- losses ------------------------------------------------------------------------------------
+    weighting: str = "reference"
+    """w on the denoiser gap D_q - D_p of the generator loss. ``reference``: 1 (= sigma^2 on the score gap);
+    ``score_uniform``: 1/sigma^2 (unit weight on the score gap); ``snr``: sigma_data^2/(sigma^2+sigma_data^2);
+    ``edm_lambda``: EDM's lambda(sigma); ``dmd_normalized``: 1 / mean|x0 - D_p| per sample (DMD/DMD2)."""
+    aux_sigma: NoiseDist = field(default_factory=NoiseDist)
+    """sigma distribution of the aux denoising loss."""
+    gen_sigma: NoiseDist = field(default_factory=NoiseDist)
+    """sigma distribution of the generator loss."""
+    aux_loss: str = "edm"
+    """``edm``: lambda(sigma)-weighted x0 regression (reference); ``teacher``: the teacher's own training loss
+    on eps (Huber for ddpm-huber): hypothesis 2 asks whether matching loss types matters."""
+    aux_init: str = "teacher"
+    """``teacher``: aux starts as a copy of the teacher, so the first generator gradient is exactly 0
+    (reference); ``scratch``: fresh network of the same architecture (hypothesis 1)."""
+    aux_warmup_steps: int = 0
+    """Aux-only steps before the first generator step."""
+    init_sigma: float = 1.0
+    """Noise level at which the one-step generator (a teacher copy) is called."""
+
+    # --- optimisers and EMA ---------------------------------------------------------------------
+    lr_aux: float = 1e-5
+    lr_gen: float = 1e-5
+    betas_aux: tuple[float, float] = (0.0, 0.999)
+    betas_gen: tuple[float, float] = (0.0, 0.999)
+    grad_clip: float = 0.0
+    """Global grad-norm clip for both optimisers (0 = off, reference; DMD2 clips at 10)."""
+    aux_loss_scale: float = 1.0
+    gen_loss_scale: float = 1.0
+    nan_cleanup: bool = True
+    """Replace NaN/+inf/-inf in grads by 0/1e5/-1e5 before each step (reference)."""
+    ema_mu: float = 0.0
+    """Fixed EMA decay of G per round when > 0; otherwise from ema_halflife_kimg."""
+    ema_halflife_kimg: float = 500.0
+    ema_rampup: float = 0.05
+
+    # --- evaluation and bookkeeping --------------------------------------------------------------
+    eval_every: int = 50
+    """Rounds between evaluations of the EMA generator (0: only at start and end)."""
+    eval_n: int = 2000
+    """Samples per evaluation (>= 2,000 for meaningful KID/precision)."""
+    ckpt_every_s: float = 60.0
+    threads: int = 0
+    """torch CPU threads (0 = torch default)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def choice(name, options):
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+
+        choice("teacher", TEACHERS)
+        choice("generator", GENERATORS)
+        choice("freeze_order", FREEZE_ORDERS)
+        choice("weighting", WEIGHTINGS)
+        choice("aux_init", AUX_INITS)
+        choice("aux_loss", AUX_LOSSES)
+        if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
+            raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
+        if self.teacher == "toy-gmm" and self.aux_loss == "teacher":
+            raise ConfigError("aux_loss=teacher needs a trained teacher; the toy's teacher is analytic")
+        for name in ("rounds", "batch_size", "aux_steps", "eval_n"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gen_steps", "aux_warmup_steps", "eval_every", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr_aux", "lr_gen", "init_sigma"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a positive finite number, got {v}")
+        for name in ("betas_aux", "betas_gen"):
+            b = getattr(self, name)
+            if len(b) != 2 or not all(0 <= x < 1 for x in b):
+                raise ConfigError(f"{name} must be two numbers in [0, 1), got {b}")
+        if not (0 <= self.ema_mu < 1):
+            raise ConfigError(f"ema_mu must be in [0, 1), got {self.ema_mu}")
+        if self.sid_frozen_eval and self.detach_scores:
+            raise ConfigError("sid_frozen_eval needs detach_scores=False (SiD backpropagates through frozen nets)")
+        self.aux_sigma.validate("aux_sigma")
+        self.gen_sigma.validate("gen_sigma")
+
+    # --- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DIConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        for name in ("aux_sigma", "gen_sigma"):
+            if isinstance(d.get(name), dict):
+                d[name] = NoiseDist(**d[name])
+        for name in ("betas_aux", "betas_gen"):
+            if name in d:
+                d[name] = tuple(d[name])
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        from .manifest import write_json
+
+        write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DIConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parse ``raw`` to the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("true", "1", "yes", "on"):
+                return True
+            if raw.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, tuple):
+            return tuple(float(x) for x in raw.strip("()[]").split(","))
+        return raw
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw}: expected a {type(current).__name__}") from None
+
+
+def apply_overrides(cfg: DIConfig, overrides: dict[str, str] | list[str]) -> DIConfig:
+    """``{'lr_gen': '1e-4', 'gen_sigma.sigma_max': '10'}`` or ``['lr_gen=1e-4', ...]`` -> a new config."""
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set expects key=value, got {item!r}")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = v.strip()
+        overrides = pairs
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    names = {f.name for f in fields(DIConfig)}
+    for key, raw in overrides.items():
+        head, _, sub = key.partition(".")
+        if head not in names:
+            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --list-fields`")
+        current = getattr(cfg, head)
+        if sub:
+            if not isinstance(current, NoiseDist) or sub not in {f.name for f in fields(NoiseDist)}:
+                raise ConfigError(f"unknown config field {key!r}")
+            nested.setdefault(head, {})[sub] = _parse_value(raw, getattr(current, sub), key) if not isinstance(raw, (int, float)) else raw
+        elif isinstance(raw, str):
+            top[head] = _parse_value(raw, current, key)
+        else:
+            top[head] = raw
+    for head, subs in nested.items():
+        top[head] = replace(getattr(cfg, head), **subs)
+    return replace(cfg, **top)
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets: named configs. Everything not listed is the reference loop's default.
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference-onestep": {"teacher": "edm", "generator": "onestep"},
+    "reference-gan": {"teacher": "edm", "generator": "gan-weak"},
+    # Seed 000 as reported: their DDPM teacher (T=2000, Huber), their 3-epoch DCGAN, batch 128, one aux and one
+    # generator update per round (Algorithm 1's default; their other "round strategies" are the aux_steps /
+    # gen_steps toggles), and otherwise "as close as the original" loop. Their lrs are not reported.
+    "seed-report": {"teacher": "ddpm-huber", "generator": "gan-weak", "batch_size": 128, "aux_steps": 1, "gen_steps": 1},
+    "toy": {"teacher": "toy-gmm", "generator": "toy-mlp", "batch_size": 256, "rounds": 1500, "aux_init": "scratch",
+            "aux_warmup_steps": 200, "lr_aux": 1e-3, "lr_gen": 1e-3, "ema_halflife_kimg": 5.0, "eval_every": 500,
+            "eval_n": 4000, "aux_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0),
+            "gen_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0)},
+}
+
+
+def preset(name: str, **overrides) -> DIConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return DIConfig(preset=name, **{**PRESETS[name], **overrides})

@@ -1,0 +1,253 @@
+"""Diff-Instruct (Luo et al., NeurIPS 2023): one auxiliary step and one generator step.
+
+This is the public one-step API; ``harness.loop.train`` calls these two functions every round.
+
+Symbols (shared/reference/diff-instruct-reference-loop.md):
+    G        one-step generator, x0 = G(z)                     (theta; ``G`` in the release)
+    D_q      auxiliary ("fake") denoiser on generator samples  (phi;   ``Sg``)
+    D_p      teacher denoiser                                  (       ``net``)
+    sigma    VE noise level, x_sigma = x0 + sigma * eps
+    w        weight on the denoiser gap D_q - D_p; the score gap is s_q - s_p = (D_q - D_p) / sigma^2
+
+Generator gradient of the reference loop (only x0 carries gradient):
+    grad_theta = (1/B) sum_i w(sigma_i) (D_q - D_p)(x_sigma_i) . d x0_i / d theta,   w = 1
+Aux loss (EDM): lambda(sigma) ||D_q(x0 + sigma eps, sigma) - x0||^2 on x0 ~ G, summed over pixels / B.
+
+Every deviation from the reference is a field of ``DIConfig``; the functions below read them, so one
+code path runs every variant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import DIConfig, NoiseDist
+from .schedules import edm_loss_weight
+
+SIGMA_DATA = 0.5
+# Fixed score-gap bins in sigma (edges); the per-round diagnostics report E||s_q - s_p||^2 per bin.
+SIGMA_BIN_EDGES = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, math.inf)
+SIGMA_BIN_NAMES = tuple(f"gap_s{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BIN_EDGES[:-1], SIGMA_BIN_EDGES[1:]))
+
+
+@dataclass
+class DINets:
+    """The networks of one DI run. ``generator(z) -> x0``; ``aux`` and ``teacher`` expose
+    ``denoise(x_sigma, sigma)`` and are nn.Modules (train/eval switch dropout)."""
+
+    generator: nn.Module
+    aux: nn.Module
+    teacher: nn.Module
+    latent_shape: tuple[int, ...]
+
+    def sample_latent(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn((batch, *self.latent_shape), device=device, generator=generator)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small pure functions
+
+
+def vp_sigma(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
+    """sigma(t) of the continuous linear-beta VP SDE: sqrt(exp(0.5 (b_max - b_min) t^2 + b_min t) - 1)."""
+    return torch.sqrt(torch.expm1(0.5 * (beta_max - beta_min) * t**2 + beta_min * t))
+
+
+def vp_t_of_sigma(sigma: float, beta_min: float = 0.1, beta_max: float = 20.0) -> float:
+    """Inverse of ``vp_sigma`` (root of a quadratic in t)."""
+    c = math.log1p(sigma**2)
+    a = 0.5 * (beta_max - beta_min)
+    return (-beta_min + math.sqrt(beta_min**2 + 4 * a * c)) / (2 * a)
+
+
+def sample_sigma(dist: NoiseDist, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample sigma (n,) from ``dist``, truncated to [sigma_min, sigma_max] by inverse-CDF sampling
+    (no rejection loop, no clamping pile-up at the edges)."""
+    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    lo, hi = math.log(dist.sigma_min), math.log(dist.sigma_max)
+    if dist.kind == "lognormal":
+        normal = torch.distributions.Normal(torch.tensor(dist.p_mean, dtype=torch.float64), torch.tensor(dist.p_std, dtype=torch.float64))
+        c_lo, c_hi = normal.cdf(torch.tensor(lo, dtype=torch.float64)), normal.cdf(torch.tensor(hi, dtype=torch.float64))
+        p = (c_lo + u.cpu() * (c_hi - c_lo)).clamp(1e-12, 1 - 1e-12)
+        sigma = normal.icdf(p).exp().to(device)
+    elif dist.kind == "uniform_log":
+        sigma = torch.exp(lo + u * (hi - lo))
+    elif dist.kind == "uniform_vp_t":
+        t_lo, t_hi = vp_t_of_sigma(dist.sigma_min), vp_t_of_sigma(dist.sigma_max)
+        sigma = vp_sigma(t_lo + u * (t_hi - t_lo))
+    else:  # guarded by config validation
+        raise ValueError(dist.kind)
+    return sigma.clamp(dist.sigma_min, dist.sigma_max).float()
+
+
+def generator_weight(kind: str, sigma: torch.Tensor, x0: torch.Tensor, d_p: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight w (B,) on the denoiser gap D_q - D_p (see DIConfig.weighting)."""
+    if kind == "reference":
+        return torch.ones_like(sigma)
+    if kind == "score_uniform":
+        return sigma**-2
+    if kind == "snr":
+        return SIGMA_DATA**2 / (sigma**2 + SIGMA_DATA**2)
+    if kind == "edm_lambda":
+        return edm_loss_weight(sigma, SIGMA_DATA)
+    if kind == "dmd_normalized":  # DMD: divide by the mean absolute gap between x0 and the teacher's estimate
+        return 1.0 / (x0 - d_p).detach().abs().flatten(1).mean(1).clamp_min(1e-8)
+    raise ValueError(kind)
+
+
+@torch.no_grad()
+def clean_grads_(params) -> None:
+    """The release's clean-up: NaN -> 0, +inf -> 1e5, -inf -> -1e5, in place."""
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+
+
+def grad_norm(params) -> float:
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+def save_rng(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per-sample lambda(sigma) ||D(x0 + sigma eps, sigma) - x0||^2, summed over pixels (B,)."""
+    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
+    weight = edm_loss_weight(s, SIGMA_DATA)
+    return (weight * (denoiser.denoise(x0 + s * noise, sigma) - x0) ** 2).flatten(1).sum(1)
+
+
+def _step(optimiser: torch.optim.Optimizer, params: list, cfg: DIConfig) -> float:
+    """NaN clean-up, optional clipping, optimiser step; returns the (pre-clip) grad norm."""
+    if cfg.nan_cleanup:
+        clean_grads_(params)
+    norm = grad_norm(params)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimiser.step()
+    return norm
+
+
+# ----------------------------------------------------------------------------------------------
+# The two steps
+
+
+def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: torch.Tensor,
+             sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> dict:
+    """Step 1 of a round: fit D_q to the current generator's samples (denoising score matching).
+
+    ``sigma`` / ``noise`` may be given (tests); otherwise drawn from cfg.aux_sigma and N(0, I).
+    Returns diagnostics: aux_loss, teacher_loss (the teacher's loss on the same noisy batch), aux_grad_norm.
+    """
+    G, aux, teacher = nets.generator, nets.aux, nets.teacher
+    aux_params = [p for p in aux.parameters() if p.requires_grad]
+    if cfg.aux_zero_grad:
+        opt_aux.zero_grad(set_to_none=False)
+
+    # Samples from G in eval mode under no_grad (the release toggles G.eval()/G.train() around this).
+    g_frozen = cfg.freeze_order == "clean"
+    if g_frozen:
+        G.requires_grad_(False)
+    G.eval()
+    with torch.no_grad():
+        x0 = G(z)
+    G.train()
+    if g_frozen:
+        G.requires_grad_(True)
+
+    b = x0.shape[0]
+    sigma = sample_sigma(cfg.aux_sigma, b, x0.device) if sigma is None else sigma
+    noise = torch.randn_like(x0) if noise is None else noise
+    aux.train(cfg.freeze_order != "clean")  # clean: no dropout anywhere
+    if cfg.aux_loss == "edm":
+        per_sample = edm_denoising_loss(aux, x0, sigma, noise)
+    else:  # the teacher's own training loss (e.g. Huber on eps); sigma/noise drawn by that loss
+        per_sample = aux.loss(x0) * x0[0].numel()
+    loss = per_sample.sum() * cfg.aux_loss_scale / b
+    loss.backward()
+    norm = _step(opt_aux, aux_params, cfg)
+    aux.train()
+
+    with torch.no_grad():  # diagnostic only: how well the *teacher* denoises the same generator batch
+        was_training = teacher.training
+        teacher.eval()
+        teacher_loss = edm_denoising_loss(teacher, x0, sigma, noise).mean().item()
+        teacher.train(was_training)
+    return {"aux_loss": loss.item() / cfg.aux_loss_scale, "teacher_loss": teacher_loss, "aux_grad_norm": norm}
+
+
+def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, z: torch.Tensor,
+                   sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> dict:
+    """Step 2 of a round: move G along w(sigma) (D_q - D_p) at x0 + sigma eps.
+
+    Returns diagnostics: surrogate (the loss value), gen_grad_norm, and per-sample score_gap
+    ||s_q - s_p||^2 and sigma (tensors) for binning.
+    """
+    G, aux, teacher = nets.generator, nets.aux, nets.teacher
+    gen_params = [p for p in G.parameters() if p.requires_grad]
+    device = z.device
+    opt_gen.zero_grad(set_to_none=False)
+    x0 = G(z)
+    b = x0.shape[0]
+    sigma = sample_sigma(cfg.gen_sigma, b, device) if sigma is None else sigma
+    noise = torch.randn_like(x0) if noise is None else noise
+    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
+    x_sigma = x0 + s * noise
+
+    # Mode switching ("freeze/unfreeze order"). The release: Sg.eval(); Sg.train(); net.train(); ...; net.eval().
+    sid = not cfg.detach_scores and cfg.sid_frozen_eval
+    order = cfg.freeze_order
+    teacher_train = order in ("reference", "independent_dropout") and not sid
+    aux_train = order in ("reference", "independent_dropout", "teacher_eval") and not sid
+    freeze_aux = order == "clean" or sid
+    if freeze_aux:
+        aux.requires_grad_(False)
+    teacher.train(teacher_train)
+    aux.train(aux_train)
+    share_masks = order == "reference"
+
+    grad_ctx = torch.no_grad() if cfg.detach_scores else torch.enable_grad()
+    with grad_ctx:
+        rng = save_rng(device) if share_masks else None
+        d_p = teacher.denoise(x_sigma, sigma)
+        if share_masks:
+            restore_rng(rng, device)  # same dropout masks in D_q as in D_p
+        d_q = aux.denoise(x_sigma, sigma)
+    teacher.eval()
+
+    w = generator_weight(cfg.weighting, sigma.to(x0.dtype), x0, d_p.detach()).reshape(-1, *([1] * (x0.dim() - 1)))
+    per_sample = (w * (d_q - d_p) * x0).flatten(1).sum(1) * cfg.gen_loss_scale
+    loss = per_sample.sum() / b
+    loss.backward()
+    aux.train()
+    if freeze_aux:
+        aux.requires_grad_(True)
+    norm = _step(opt_gen, gen_params, cfg)
+
+    with torch.no_grad():
+        score_gap = ((d_q - d_p).detach().flatten(1).pow(2).sum(1)) / sigma.to(x0.dtype) ** 4
+    return {"surrogate": loss.item(), "gen_grad_norm": norm, "score_gap": score_gap, "sigma": sigma.detach()}
+
+
+def bin_score_gap(score_gap: torch.Tensor, sigma: torch.Tensor) -> dict:
+    """Mean score gap per fixed sigma bin (NaN for empty bins)."""
+    out = {}
+    for name, lo, hi in zip(SIGMA_BIN_NAMES, SIGMA_BIN_EDGES[:-1], SIGMA_BIN_EDGES[1:]):
+        mask = (sigma >= lo) & (sigma < hi)
+        out[name] = score_gap[mask].mean().item() if mask.any() else float("nan")
+    return out
