@@ -1,0 +1,311 @@
+"""The Diff-Instruct training loop: one function, every variant (toggles live in ``DIConfig``).
+
+    train(cfg, out_dir) -> summary dict
+
+Run directory (written before work starts, appended as it goes, resumable after a kill):
+    config.json    the frozen DIConfig
+    rounds.csv     one row per round: aux_loss, teacher_loss, surrogate, grad norms, score gap (mean and per
+                   sigma bin), EMA beta, wall time (append-only; rows after the last checkpoint are dropped
+                   on resume so nothing is duplicated)
+    evals.csv      every ``eval_every`` rounds (and round 0): metrics of the EMA generator
+    grids/         sample grids of the EMA generator at each evaluation
+    log.txt        readable log
+    checkpoint.pt  G, EMA of G, aux, both optimisers, RNG, round
+    summary.json   status (completed / diverged / pruned), reason, start vs final metrics, wall time
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import assets
+from .checkpoint import Checkpoint, run_resumable
+from .config import DIConfig
+from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
+from .ema import ema_beta, update_ema
+from .manifest import git_commit, make_manifest, write_json
+
+ROUND_COLUMNS = ["round", "kimg", "aux_loss", "teacher_loss", "aux_grad_norm", "surrogate", "gen_grad_norm",
+                 "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "wall_s"]
+IMAGE_EVAL_KEYS = ("kid", "kid_std", "precision", "recall", "density", "coverage", "fid", "class_coverage")
+
+
+class Diverged(RuntimeError):
+    """A loss, gradient or weight became NaN/inf."""
+
+
+class OneStepGenerator(nn.Module):
+    """The paper's generator: a copy of the teacher denoiser called once, x0 = D(init_sigma * z, init_sigma)."""
+
+    def __init__(self, denoiser: nn.Module, init_sigma: float):
+        super().__init__()
+        self.denoiser, self.init_sigma = denoiser, init_sigma
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        sigma = torch.full((z.shape[0],), self.init_sigma, device=z.device, dtype=z.dtype)
+        return self.denoiser.denoise(self.init_sigma * z, sigma)
+
+
+def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
+    """Teacher (frozen), generator and aux networks as the config asks."""
+    if cfg.teacher == "toy-gmm":
+        from .toy import GMMTeacher, MLPDenoiser, MLPGenerator
+
+        teacher = GMMTeacher()
+        generator = MLPGenerator()
+        aux = MLPDenoiser()
+        latent = (generator.latent_dim,)
+    else:
+        from .teachers import build_teacher
+
+        teacher, teacher_cfg = assets.load_teacher(cfg.teacher, asset_dir)
+        if cfg.aux_init == "teacher":
+            aux = copy.deepcopy(teacher)
+        else:  # same architecture, fresh weights (zero-initialised output: D_q = c_skip x at start)
+            aux = build_teacher(teacher_cfg["teacher"])
+        if cfg.generator == "onestep":
+            generator = OneStepGenerator(copy.deepcopy(teacher), cfg.init_sigma)
+            latent = (1, 28, 28)
+        else:
+            generator, gan_cfg = assets.load_network(cfg.generator, asset_dir)
+            latent = (gan_cfg["net"]["latent_dim"],)
+    teacher.eval().requires_grad_(False)
+    aux.train().requires_grad_(True)
+    generator.train().requires_grad_(True)
+    return DINets(generator=generator, aux=aux, teacher=teacher, latent_shape=latent)
+
+
+def make_optimisers(cfg: DIConfig, nets: DINets):
+    opt_aux = torch.optim.Adam(nets.aux.parameters(), lr=cfg.lr_aux, betas=cfg.betas_aux, eps=1e-8)
+    opt_gen = torch.optim.Adam(nets.generator.parameters(), lr=cfg.lr_gen, betas=cfg.betas_gen, eps=1e-8)
+    return opt_aux, opt_gen
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation of the EMA generator
+
+
+class Evaluator:
+    """Scores a generator on ``n`` samples from a fixed latent batch (same z at every evaluation, so
+    changes across rounds are the generator's, not the sampling noise's)."""
+
+    def __init__(self, cfg: DIConfig, nets: DINets, asset_dir=None):
+        self.cfg, self.toy = cfg, cfg.teacher == "toy-gmm"
+        g = torch.Generator().manual_seed(10_000 + cfg.seed)
+        self.z = torch.randn((cfg.eval_n, *nets.latent_shape), generator=g)
+        self.teacher = nets.teacher
+        if not self.toy:
+            self.evaluator, _ = assets.load_network("evaluator", asset_dir)
+            self.bank = assets.load_feature_bank(asset_dir)
+
+    @torch.no_grad()
+    def samples(self, generator: nn.Module, batch: int = 500) -> torch.Tensor:
+        was = generator.training
+        generator.eval()
+        out = torch.cat([generator(self.z[i : i + batch]) for i in range(0, len(self.z), batch)])
+        generator.train(was)
+        return out
+
+    def __call__(self, generator: nn.Module) -> tuple[dict, torch.Tensor]:
+        x = self.samples(generator)
+        if self.toy:
+            from .toy import toy_metrics
+
+            return toy_metrics(x, self.teacher, seed=self.cfg.seed), x
+        from .evaluation import evaluate_images
+
+        m = evaluate_images(x.clamp(-1, 1), seed=self.cfg.seed, evaluator=self.evaluator, bank=self.bank)
+        return {k: m[k] for k in IMAGE_EVAL_KEYS + ("n_samples",)}, x
+
+
+def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:
+    from .plots import save_grid
+
+    if x.dim() == 4:
+        save_grid(x[:64], path, title=title)
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    ax.scatter(*x[:2000].T.numpy(), s=2, alpha=0.5, label="generator")
+    if teacher is not None:
+        ax.scatter(*teacher.means.T.numpy(), marker="x", color="red", label="modes")
+    ax.set_xlim(-2, 2)
+    ax.set_ylim(-2, 2)
+    ax.set_title(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Logs
+
+
+def _truncate_csv(path: Path, last_round: int) -> None:
+    """Drop rows written after the checkpoint we resume from (they will be recomputed)."""
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= last_round]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header] + body)
+
+
+def _append_csv(path: Path, row: dict, columns: list[str]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _finite(*values) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None) -> dict:
+    """Run (or resume) one DI run into ``out_dir``; returns the summary also written to summary.json.
+
+    ``on_eval(round, metrics)`` is called after every evaluation (Optuna reports and pruning); an exception
+    it raises ends the run with status 'pruned' after the summary is written, then propagates.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    if config_path.is_file() and DIConfig.load(config_path) != cfg:
+        raise ValueError(f"{out} holds a run with a different config; pick another --out (or delete it)")
+    cfg.save(config_path)
+    commit = git_commit()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    nets = build_nets(cfg, asset_dir)
+    g_ema = copy.deepcopy(nets.generator).eval().requires_grad_(False)
+    opt_aux, opt_gen = make_optimisers(cfg, nets)
+    evaluate = Evaluator(cfg, nets, asset_dir)
+    ckpt = Checkpoint(out / "checkpoint.pt", {"G": nets.generator, "G_ema": g_ema, "aux": nets.aux,
+                                              "opt_aux": opt_aux, "opt_gen": opt_gen})
+    log = (out / "log.txt").open("a")
+    state = {"start_metrics": None, "last_metrics": None}
+
+    def say(msg: str) -> None:
+        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+        log.flush()
+
+    def run_eval(round_idx: int) -> dict:
+        metrics, x = evaluate(g_ema)
+        _append_csv(out / "evals.csv", {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000, **metrics},
+                    ["round", "kimg", *metrics.keys()])
+        save_samples_figure(x, out / "grids" / f"round_{round_idx:06d}.png", f"{cfg.preset} round {round_idx}",
+                            nets.teacher if cfg.teacher == "toy-gmm" else None)
+        say(f"eval round {round_idx}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        state["last_metrics"] = metrics
+        return metrics
+
+    def on_start(start_round: int) -> None:
+        _truncate_csv(out / "rounds.csv", start_round)
+        # The final evaluation happens after the last checkpoint: redo it when resuming a finished run.
+        _truncate_csv(out / "evals.csv", start_round - 1 if start_round == cfg.rounds else start_round)
+        state.update(ckpt.extra or {})
+        if start_round == 0:
+            state["start_metrics"] = run_eval(0)
+            say(f"start {cfg.preset}: {json.dumps(cfg.to_dict(), default=str)}")
+        else:
+            say(f"resumed at round {start_round}")
+
+    def one_round(r: int) -> dict:
+        t0 = time.time()
+        if r == 0:  # aux-only warm-up before the first generator step
+            for _ in range(cfg.aux_warmup_steps):
+                aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size))
+        aux_stats = [aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size)) for _ in range(cfg.aux_steps)]
+        gen_stats = [generator_step(cfg, nets, opt_gen, nets.sample_latent(cfg.batch_size)) for _ in range(cfg.gen_steps)]
+        nimg = (r + 1) * cfg.batch_size * max(cfg.gen_steps, 1)
+        beta = cfg.ema_mu if cfg.ema_mu > 0 else ema_beta(cfg.batch_size * max(cfg.gen_steps, 1), nimg, cfg.ema_halflife_kimg, cfg.ema_rampup)
+        update_ema(g_ema, nets.generator, beta)
+
+        row = {"round": r + 1, "kimg": nimg / 1000, "ema_beta": beta}
+        for key in ("aux_loss", "teacher_loss", "aux_grad_norm"):
+            row[key] = sum(s[key] for s in aux_stats) / len(aux_stats)
+        if gen_stats:
+            row["surrogate"] = sum(s["surrogate"] for s in gen_stats) / len(gen_stats)
+            row["gen_grad_norm"] = sum(s["gen_grad_norm"] for s in gen_stats) / len(gen_stats)
+            gap = torch.cat([s["score_gap"] for s in gen_stats])
+            sig = torch.cat([s["sigma"] for s in gen_stats])
+            row["score_gap"] = gap.mean().item()
+            row.update(bin_score_gap(gap, sig))
+        row["wall_s"] = time.time() - t0
+        _append_csv(out / "rounds.csv", row, ROUND_COLUMNS)
+
+        checks = [row["aux_loss"], row.get("surrogate", 0.0), row.get("gen_grad_norm", 0.0)]
+        if not _finite(*checks) or not all(torch.isfinite(p).all() for p in nets.generator.parameters()):
+            bad = [k for k in ("aux_loss", "surrogate", "gen_grad_norm") if k in row and not math.isfinite(row[k])]
+            raise Diverged(f"non-finite {', '.join(bad) or 'generator weights'} at round {r + 1}")
+
+        if cfg.eval_every and (r + 1) % cfg.eval_every == 0 and (r + 1) < cfg.rounds:
+            metrics = run_eval(r + 1)
+            if on_eval is not None:
+                on_eval(r + 1, metrics)
+        return {"aux": row["aux_loss"], "gap": row.get("score_gap", float("nan"))}
+
+    status, reason, t_start = "completed", "", time.time()
+    wall = 0.0
+    try:
+        wall = run_resumable(cfg.rounds, one_round, ckpt, cfg.ckpt_every_s, f"DI {cfg.preset}", on_start=on_start,
+                             extra_fn=lambda: {"start_metrics": state["start_metrics"]})
+        final = run_eval(cfg.rounds)
+        if on_eval is not None:
+            on_eval(cfg.rounds, final)
+    except Diverged as err:
+        status, reason = "diverged", str(err)
+        say(f"DIVERGED: {err}")
+    except Exception as err:  # pruning (from on_eval) and anything else: record, then re-raise
+        from .checkpoint import Interrupted
+
+        if isinstance(err, Interrupted):
+            log.close()
+            raise
+        status, reason = ("pruned" if type(err).__name__ == "TrialPruned" else "failed"), f"{type(err).__name__}: {err}"
+        _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command)
+        log.close()
+        raise
+    summary = _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command)
+    log.close()
+    return summary
+
+
+def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: dict, wall: float, commit: str,
+                   command: str | None) -> dict:
+    rounds_done = 0
+    if (out / "rounds.csv").is_file():
+        with (out / "rounds.csv").open() as f:
+            rounds_done = max(0, sum(1 for _ in f) - 1)
+    summary = {"status": status, "reason": reason, "preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds,
+               "rounds_done": rounds_done, "start": state.get("start_metrics"), "final": state.get("last_metrics"),
+               "wall_s": round(wall, 2)}
+    summary["manifest"] = make_manifest(command=command or "harness.loop.train", config=cfg.to_dict(), seed=cfg.seed,
+                                        wall_s=wall)
+    summary["manifest"]["git_commit"] = commit
+    write_json(out / "summary.json", summary)
+    return summary

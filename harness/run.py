@@ -1,0 +1,64 @@
+"""Run one Diff-Instruct configuration.
+
+    python -m harness.run --preset NAME [--set key=value ...] [--rounds N] [--seed S] [--out DIR]
+
+Writes DIR/config.json, rounds.csv, evals.csv, grids/, log.txt, checkpoint.pt and summary.json (see
+harness/loop.py). Running the same command again after a kill resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .config import PRESETS, ConfigError, DIConfig, apply_overrides, preset
+
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"presets: {', '.join(PRESETS)}\nfields (--set key=value; nested: gen_sigma.sigma_max=10):\n"
+                                       + "\n".join(f"  {f.name}" for f in dataclasses.fields(DIConfig)))
+    p.add_argument("--preset", default="reference-onestep", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--rounds", type=int, default=None, help="number of DI rounds (aux + generator updates)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", default=None, help="run directory (default runs/di/<preset>-seed<seed>)")
+    p.add_argument("--asset-dir", default=None, help="pretrained assets (default: shipped)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    args = p.parse_args(argv)
+    try:
+        cfg = apply_overrides(preset(args.preset), args.overrides)
+        extra = {k: v for k, v in (("rounds", args.rounds), ("seed", args.seed)) if v is not None}
+        if extra:
+            cfg = dataclasses.replace(cfg, **extra)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.dry_run:
+        print(json.dumps(cfg.to_dict(), indent=2, default=str))
+        return
+    from . import assets
+    from .checkpoint import Interrupted
+    from .loop import train
+
+    out = args.out or f"runs/di/{cfg.preset}-seed{cfg.seed}"
+    command = " ".join(["python -m harness.run"] + (argv if argv is not None else sys.argv[1:]))
+    try:
+        summary = train(cfg, out, asset_dir=args.asset_dir, command=command)
+    except (assets.AssetNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        raise SystemExit(130) from None
+    start, final = summary.get("start") or {}, summary.get("final") or {}
+    key = "mmd2" if "mmd2" in final else "kid"
+    print(f"{summary['status']}{': ' + summary['reason'] if summary['reason'] else ''} | {key}: start "
+          f"{start.get(key, float('nan')):.4g} -> final {final.get(key, float('nan')):.4g} | {out}")
+
+
+if __name__ == "__main__":
+    main()
