@@ -24,8 +24,9 @@ import torch.nn.functional as F
 def fourier_embedding(noise_label: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of a per-sample scalar: (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=noise_label.device) / half)
-    angles = noise_label.float()[:, None] * freqs[None, :] * 1000.0 / 4.0  # label ~ O(1) -> angles spread
+    label = noise_label if noise_label.is_floating_point() else noise_label.float()  # keeps float64 in tests
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=label.device, dtype=label.dtype) / half)
+    angles = label[:, None] * freqs[None, :] * 1000.0 / 4.0  # label ~ O(1) -> angles spread
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
