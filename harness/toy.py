@@ -18,7 +18,7 @@ from torch import nn
 class GMMTeacher(nn.Module):
     kind = "toy"
 
-    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.05):
+    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.1):
         super().__init__()
         angles = torch.arange(num_modes) * 2 * math.pi / num_modes
         self.register_buffer("means", radius * torch.stack([angles.cos(), angles.sin()], 1))

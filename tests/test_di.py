@@ -1,0 +1,281 @@
+"""The DI step functions: the reference gradient against a hand derivation, and each toggle changing
+what it claims and nothing else. Tiny float64 networks, no assets."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness import di
+from harness.config import DIConfig, NoiseDist, apply_overrides
+from harness.networks import build
+from harness.teachers import EDMTeacher
+
+TINY_UNET = {"base_channels": 8, "channel_mult": [1, 2], "blocks_per_level": 1, "dropout": 0.3, "attention": False}
+B, LATENT = 4, 3
+
+
+class LinearGenerator(nn.Module):
+    """x0 = 0.1 reshape(W z + b): d x0 / dW = 0.1 outer(., z), so the gradient has a closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(LATENT, 28 * 28)
+
+    def forward(self, z):
+        return 0.1 * self.lin(z).reshape(-1, 1, 28, 28)
+
+
+def make_nets(seed=0, perturb_aux=True):
+    torch.manual_seed(seed)
+    teacher = EDMTeacher(build("unet", **TINY_UNET)).double()
+    with torch.no_grad():  # a non-trivial teacher (the output conv is zero-initialised)
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    aux = copy.deepcopy(teacher)
+    if perturb_aux:  # as if the aux net had been trained on generator samples for a while
+        with torch.no_grad():
+            for p in aux.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+    teacher.eval().requires_grad_(False)
+    gen = LinearGenerator().double()
+    return di.DINets(generator=gen, aux=aux.train(), teacher=teacher, latent_shape=(LATENT,))
+
+
+def fixed_inputs(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, LATENT, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.05, 0.4, 1.3, 6.0], dtype=torch.float64)
+    noise = torch.randn(B, 1, 28, 28, generator=g, dtype=torch.float64)
+    return z, sigma, noise
+
+
+def gen_step(cfg, nets, z, sigma, noise, rng_seed=123):
+    opt = torch.optim.Adam(nets.generator.parameters(), lr=0.0, betas=cfg.betas_gen)  # lr 0: inspect grads only
+    torch.manual_seed(rng_seed)
+    return di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+
+
+def hand_gradient(nets, z, sigma, noise, weights, rng_seed=123, shared_masks=True):
+    """(1/B) sum_i w_i (D_q - D_p)(x_i) . d x0_i / d theta for x0 = 0.1 (W z + b)."""
+    with torch.no_grad():
+        x0 = nets.generator(z)
+        x = x0 + sigma.reshape(-1, 1, 1, 1) * noise
+        torch.manual_seed(rng_seed)
+        nets.teacher.train()
+        d_p = nets.teacher.denoise(x, sigma)
+        nets.teacher.eval()
+        if shared_masks:
+            torch.manual_seed(rng_seed)
+        nets.aux.train()
+        d_q = nets.aux.denoise(x, sigma)
+    gap = (weights.reshape(-1, 1, 1, 1) * (d_q - d_p)).flatten(1)  # (B, 784)
+    grad_w = 0.1 * gap.T @ z / B
+    grad_b = 0.1 * gap.sum(0) / B
+    return grad_w, grad_b
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("weighting", ["reference", "score_uniform", "edm_lambda", "snr"])
+def test_reference_generator_gradient_matches_hand_derivation(weighting):
+    nets = make_nets()
+    z, sigma, noise = fixed_inputs()
+    cfg = DIConfig(weighting=weighting)
+    gen_step(cfg, nets, z, sigma, noise)
+    w = di.generator_weight(weighting, sigma, None, None) if weighting != "dmd_normalized" else None
+    grad_w, grad_b = hand_gradient(nets, z, sigma, noise, w)
+    assert grad_w.norm() > 0
+    assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
+    assert rel_err(nets.generator.lin.bias.grad, grad_b) < 1e-5
+
+
+def test_dmd_normalised_weight_is_inverse_mean_abs_gap():
+    x0 = torch.zeros(2, 1, 2, 2)
+    d_p = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    w = di.generator_weight("dmd_normalized", torch.ones(2), x0, d_p)
+    assert torch.allclose(w, torch.tensor([1.0, 2.0]))
+
+
+def test_weightings_closed_forms():
+    s = torch.tensor([0.5, 2.0])
+    assert torch.equal(di.generator_weight("reference", s, None, None), torch.ones(2))
+    assert torch.allclose(di.generator_weight("score_uniform", s, None, None), torch.tensor([4.0, 0.25]))
+    assert torch.allclose(di.generator_weight("snr", s, None, None), torch.tensor([0.5, 0.25 / 4.25]))
+    assert torch.allclose(di.generator_weight("edm_lambda", s, None, None), (s**2 + 0.25) / (0.25 * s**2))
+
+
+def test_shared_dropout_masks_make_identical_nets_agree():
+    """aux = exact teacher copy + reference (RNG restored): D_q == D_p under dropout, so the gradient is exactly 0;
+    independent_dropout draws different masks and gives a non-zero gradient from pure mask noise."""
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets(perturb_aux=False)
+    gen_step(DIConfig(), nets, z, sigma, noise)
+    assert nets.generator.lin.weight.grad.abs().max().item() == 0.0
+    nets = make_nets(perturb_aux=False)
+    gen_step(DIConfig(freeze_order="independent_dropout"), nets, z, sigma, noise)
+    assert nets.generator.lin.weight.grad.abs().max().item() > 0.0
+
+
+def test_independent_dropout_gradient_matches_unshared_masks():
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    gen_step(DIConfig(freeze_order="independent_dropout"), nets, z, sigma, noise)
+    # without the restore, the aux net continues the RNG stream after the teacher's draws
+    with torch.no_grad():
+        x = nets.generator(z) + sigma.reshape(-1, 1, 1, 1) * noise
+        torch.manual_seed(123)
+        nets.teacher.train()
+        d_p = nets.teacher.denoise(x, sigma)
+        nets.teacher.eval()
+        d_q = nets.aux.train().denoise(x, sigma)
+    grad_w = 0.1 * (d_q - d_p).flatten(1).T @ z / B
+    assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
+
+
+def test_clean_leaves_teacher_and_rng_untouched_and_uses_eval_mode():
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    before = copy.deepcopy(nets.teacher.state_dict())
+    seen = []
+    nets.teacher.net.register_forward_hook(lambda m, i, o: seen.append(("teacher", m.training)))
+    nets.aux.net.register_forward_hook(lambda m, i, o: seen.append(("aux", m.training)))
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    di.generator_step(DIConfig(freeze_order="clean"), nets, torch.optim.Adam(nets.generator.parameters(), lr=0.0), z, sigma, noise)
+    assert torch.equal(torch.get_rng_state(), rng)  # no dropout randomness consumed
+    assert seen == [("teacher", False), ("aux", False)]
+    assert all(torch.equal(before[k], v) for k, v in nets.teacher.state_dict().items())
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in nets.aux.parameters())
+    # the reference does consume dropout randomness, in train mode for both nets
+    nets2, seen2 = make_nets(), []
+    nets2.teacher.net.register_forward_hook(lambda m, i, o: seen2.append(("teacher", m.training)))
+    nets2.aux.net.register_forward_hook(lambda m, i, o: seen2.append(("aux", m.training)))
+    torch.manual_seed(5)
+    di.generator_step(DIConfig(), nets2, torch.optim.Adam(nets2.generator.parameters(), lr=0.0), z, sigma, noise)
+    assert not torch.equal(torch.get_rng_state(), rng)
+    assert seen2 == [("teacher", True), ("aux", True)]
+    assert not nets2.teacher.training  # net.eval() after the loss, as in the release
+
+
+def test_teacher_eval_mode_switch():
+    z, sigma, noise = fixed_inputs()
+    nets, seen = make_nets(), []
+    nets.teacher.net.register_forward_hook(lambda m, i, o: seen.append(("teacher", m.training)))
+    nets.aux.net.register_forward_hook(lambda m, i, o: seen.append(("aux", m.training)))
+    gen_step(DIConfig(freeze_order="teacher_eval"), nets, z, sigma, noise)
+    assert seen == [("teacher", False), ("aux", True)]
+
+
+def test_detach_scores_false_changes_gradient_and_leaks_into_aux():
+    z, sigma, noise = fixed_inputs()
+    ref = make_nets()
+    gen_step(DIConfig(), ref, z, sigma, noise)
+    assert all(p.grad is None for p in ref.aux.parameters())  # no_grad: nothing reaches the aux net
+    bug = make_nets()
+    gen_step(DIConfig(detach_scores=False), bug, z, sigma, noise)
+    assert rel_err(bug.generator.lin.weight.grad, ref.generator.lin.weight.grad) > 1e-3
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in bug.aux.parameters())
+    assert all(p.grad is None for p in bug.teacher.parameters())
+    sid = make_nets()
+    seen = []
+    sid.teacher.net.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    sid.aux.net.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    gen_step(DIConfig(detach_scores=False, sid_frozen_eval=True), sid, z, sigma, noise)
+    assert seen == [False, False]
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in sid.aux.parameters())
+    assert rel_err(sid.generator.lin.weight.grad, ref.generator.lin.weight.grad) > 1e-3
+    assert all(p.requires_grad for p in sid.aux.parameters())  # unfrozen again afterwards
+
+
+def test_stale_aux_gradients_leak_only_without_zero_grad():
+    """After a non-detached generator step the aux net holds generator-loss gradients; with aux_zero_grad
+    off they are added to the next aux step's gradient."""
+    z, sigma, noise = fixed_inputs()
+    results = {}
+    for zero in (True, False):
+        nets = make_nets()
+        cfg = DIConfig(detach_scores=False, aux_zero_grad=zero)
+        gen_step(cfg, nets, z, sigma, noise)
+        stale = [p.grad.clone() for p in nets.aux.parameters()]
+        opt = torch.optim.SGD(nets.aux.parameters(), lr=0.0)
+        torch.manual_seed(9)
+        di.aux_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+        results[zero] = ([p.grad.clone() for p in nets.aux.parameters()], stale)
+    (clean, _), (dirty, stale) = results[True], results[False]
+    for c, d, s in zip(clean, dirty, stale):
+        assert torch.allclose(d, c + s, atol=1e-10)
+    assert any(s.abs().max() > 0 for s in stale)
+
+
+def test_aux_step_edm_loss_value_and_generator_eval_mode():
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    seen = []
+    nets.generator.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    opt = torch.optim.SGD(nets.aux.parameters(), lr=0.0)
+    torch.manual_seed(4)
+    stats = di.aux_step(DIConfig(), nets, opt, z, sigma=sigma, noise=noise)
+    assert seen == [False] and nets.generator.training  # G.eval() to sample, G.train() after
+    with torch.no_grad():
+        x0 = nets.generator(z)
+        torch.manual_seed(4)
+        d = nets.aux.train().denoise(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma)
+        lam = (sigma**2 + 0.25) / (0.25 * sigma**2)
+        expected = (lam.reshape(-1, 1, 1, 1) * (d - x0) ** 2).sum() / B
+    assert stats["aux_loss"] == pytest.approx(expected.item(), rel=1e-9)
+    assert math.isfinite(stats["teacher_loss"])
+
+
+def test_nan_cleanup_replaces_non_finite_grads():
+    p = nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    di.clean_grads_([p])
+    assert p.grad.tolist() == [0.0, 1e5, -1e5]
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "uniform_log", "uniform_vp_t"])
+def test_sigma_distributions_respect_truncation(kind):
+    dist = NoiseDist(kind=kind, sigma_min=0.1, sigma_max=3.0)
+    s = di.sample_sigma(dist, 20_000, generator=None)
+    assert s.min() >= 0.1 and s.max() <= 3.0
+    assert s.std() > 0.1
+
+
+def test_lognormal_untruncated_moments_and_uniform_log_median():
+    torch.manual_seed(0)
+    s = di.sample_sigma(NoiseDist(sigma_min=1e-8, sigma_max=1e8), 50_000)
+    assert s.log().mean().item() == pytest.approx(-1.2, abs=0.03)
+    assert s.log().std().item() == pytest.approx(1.2, abs=0.03)
+    u = di.sample_sigma(NoiseDist(kind="uniform_log", sigma_min=0.01, sigma_max=100.0), 50_000)
+    assert u.log().median().item() == pytest.approx(0.0, abs=0.1)
+
+
+def test_vp_t_sigma_inverse():
+    for sigma in (0.002, 0.5, 80.0):
+        assert di.vp_sigma(torch.tensor(di.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)
+
+
+def test_score_gap_bins():
+    gap = torch.tensor([1.0, 3.0, 10.0])
+    sig = torch.tensor([0.01, 0.02, 3.0])
+    out = di.bin_score_gap(gap, sig)
+    assert out["gap_s0-0.05"] == 2.0 and out["gap_s2-5"] == 10.0 and math.isnan(out["gap_s0.5-1"])
+
+
+def test_config_validation_and_overrides():
+    with pytest.raises(ValueError, match="freeze_order must be one of"):
+        DIConfig(freeze_order="sometimes")
+    with pytest.raises(ValueError, match="sid_frozen_eval needs detach_scores=False"):
+        DIConfig(sid_frozen_eval=True)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        apply_overrides(DIConfig(), ["gen_sigma.sigma_min=5", "gen_sigma.sigma_max=1"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        apply_overrides(DIConfig(), ["learning_rate=1"])
+    cfg = apply_overrides(DIConfig(), ["aux_steps=5", "weighting=dmd_normalized", "betas_gen=0.5,0.9"])
+    assert (cfg.aux_steps, cfg.weighting, cfg.betas_gen) == (5, "dmd_normalized", (0.5, 0.9))
+    assert DIConfig.from_dict(cfg.to_dict()) == cfg
