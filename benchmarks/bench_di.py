@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
@@ -87,6 +88,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmarks")
+    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast (meant for GPUs)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (meant for GPUs)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,13 +107,43 @@ def main(argv=None) -> None:
         rows.append({"setting": setting, "batch": args.batch, "round_s": t_round, "rounds_per_s": 1 / t_round,
                      "images_per_s": args.batch / t_round, "sum_of_passes_s": sum(parts.values()),
                      "round_over_passes": t_round / sum(parts.values()), "passes": parts})
+    # Optimised path vs plain eager fp32 (same math; equality of the gradient is asserted in tests/test_di.py).
+    variants = {"eager fp32": {}, "inference_mode + channels_last": {"inference_frozen": True, "channels_last": True}}
+    if args.bf16:
+        variants["+ bf16 autocast"] = {"inference_frozen": True, "channels_last": True, "autocast_bf16": True}
+    if args.compile:
+        variants["+ torch.compile"] = {"inference_frozen": True, "channels_last": True, "autocast_bf16": args.bf16, "compile": True}
+    optimised = []
+    for setting in ("onestep", "gan"):
+        for label, flags in variants.items():
+            cfg, nets = make(setting, args.batch)
+            cfg = dataclasses.replace(cfg, **flags)
+            if cfg.channels_last:
+                for net in (nets.teacher, nets.aux, nets.generator):
+                    net.to(memory_format=torch.channels_last)
+            if cfg.compile:
+                for den in (nets.teacher, nets.aux):
+                    den.net.forward = torch.compile(den.net.forward)
+            opt_aux, opt_gen = make_optimisers(cfg, nets)
+
+            def one_round():
+                aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch))
+                generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch))
+
+            optimised.append({"setting": setting, "path": label, "round_s": median_time(one_round, args.repeats)})
+    for r in optimised:
+        base = next(o["round_s"] for o in optimised if o["setting"] == r["setting"] and o["path"] == "eager fp32")
+        r["speedup_vs_eager"] = base / r["round_s"]
+
     out = Path(args.out)
-    write_json(out / "di-rounds-cpu.json", {"rows": rows, "manifest": make_manifest(
+    write_json(out / "di-rounds-cpu.json", {"rows": rows, "optimised": optimised, "manifest": make_manifest(
         command=" ".join(["python benchmarks/bench_di.py"] + (argv if argv is not None else sys.argv[1:])),
         config=vars(args), seed=None, wall_s=time.time() - t_start)})
     lines = ["| setting | batch | rounds/s | images/s | round (s) | sum of passes (s) | round / passes |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['batch']} | {r['rounds_per_s']:.3g} | {r['images_per_s']:.3g} | {r['round_s']:.3g} | "
               f"{r['sum_of_passes_s']:.3g} | {r['round_over_passes']:.3f} |" for r in rows]
+    lines += ["", "| setting | path | round (s) | speed-up vs eager fp32 |", "|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['path']} | {r['round_s']:.3g} | {r['speedup_vs_eager']:.3f} |" for r in optimised]
     (out / "di-rounds-cpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -221,14 +221,24 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
     aux.train(aux_train)
     share_masks = order == "reference"
 
-    grad_ctx = torch.no_grad() if cfg.detach_scores else torch.enable_grad()
-    with grad_ctx:
+    if cfg.detach_scores:
+        grad_ctx = torch.inference_mode() if cfg.inference_frozen else torch.no_grad()
+        x_in = x_sigma.detach()
+    else:
+        grad_ctx, x_in = torch.enable_grad(), x_sigma
+    if cfg.channels_last and x_in.dim() == 4:
+        x_in = x_in.contiguous(memory_format=torch.channels_last)
+    with grad_ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
         rng = save_rng(device) if share_masks else None
-        d_p = teacher.denoise(x_sigma, sigma)
+        d_p = teacher.denoise(x_in, sigma)
         if share_masks:
             restore_rng(rng, device)  # same dropout masks in D_q as in D_p
-        d_q = aux.denoise(x_sigma, sigma)
+        d_q = aux.denoise(x_in, sigma)
     teacher.eval()
+    if cfg.detach_scores:  # plain float32 constants (inference tensors cannot be saved for backward)
+        d_p, d_q = d_p.float().clone(), d_q.float().clone()
+    else:
+        d_p, d_q = d_p.float(), d_q.float()
 
     w = generator_weight(cfg.weighting, sigma.to(x0.dtype), x0, d_p.detach()).reshape(-1, *([1] * (x0.dim() - 1)))
     per_sample = (w * (d_q - d_p) * x0).flatten(1).sum(1) * cfg.gen_loss_scale

@@ -80,6 +80,12 @@ def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
     teacher.eval().requires_grad_(False)
     aux.train().requires_grad_(True)
     generator.train().requires_grad_(True)
+    if cfg.channels_last and cfg.teacher != "toy-gmm":
+        for net in (teacher, aux, generator):
+            net.to(memory_format=torch.channels_last)
+    if cfg.compile:  # compile the forwards, not the modules, so state_dict keys (checkpoints) are unchanged
+        for den in (teacher, aux):
+            den.net.forward = torch.compile(den.net.forward)
     return DINets(generator=generator, aux=aux, teacher=teacher, latent_shape=latent)
 
 
