@@ -43,8 +43,8 @@ TEACHER_PRESETS = {
     "ddpm-mse": {"kind": "ddpm", "unet": TEACHER_UNET, "num_steps": 2000, "beta_start": 1e-4, "beta_end": 0.02, "loss_type": "mse"},
 }
 # Training lengths of the shipped teachers (thousands of images), chosen to fit one 2-core CPU session:
-# about 35-50 minutes each on one core. Seed 000 trained ~110 epochs (6,600 kimg) on a GPU.
-TEACHER_KIMG = {"edm": 400, "ddpm-huber": 300, "ddpm-mse": 300}
+# about 35-50 minutes each on one contended core. Seed 000 trained ~110 epochs (6,600 kimg) on a GPU.
+TEACHER_KIMG = {"edm": 400, "ddpm-huber": 250, "ddpm-mse": 250}
 # GAN epochs. Seed 000: 3 on purpose (weak); ~15 matched their DM. Our strong reference uses 10 to fit the
 # session's CPU budget (~3 min per epoch on one contended core); `--epochs 15` gives their longer run.
 GAN_PRESETS = {"weak": 3, "strong": 10}
