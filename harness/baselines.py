@@ -12,6 +12,7 @@ subsets; the other ``*_std`` are the std across 5 disjoint folds of n/5 samples 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,35 @@ def frame_to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
 
 
+def _asset_fingerprint(model: str, asset_dir=None) -> str:
+    """sha256 of the asset file behind a row (the evaluator's too): a cached row is valid only for these bytes."""
+    import hashlib
+
+    names = ["evaluator", "feature-bank"] + ([] if model == "real-test" else [model])
+    h = hashlib.sha256()
+    for name in names:
+        h.update((assets.asset_dir(asset_dir) / f"{name}.pt").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def measure_cached(model: str, args, evaluator, bank):
+    """``measure`` with a per-model cache in DIR/baselines/rows/: an interrupted table keeps its finished rows,
+    and rows can be computed as soon as each asset exists (``--models``), then merged by a later full run."""
+    cache = Path(args.results_dir) / "baselines" / "rows"
+    key = f"{model}-n{args.n}-seed{args.seed}-r{args.noise_repeats}-{_asset_fingerprint(model, args.asset_dir)}"
+    files = cache / f"{key}.json", cache / f"{key}.noise.csv", cache / f"{key}.images.pt"
+    if all(f.is_file() for f in files):
+        print(f"[baselines] {model}: reusing cached row {files[0].name}", flush=True)
+        row = json.loads(files[0].read_text())
+        return row, torch.load(files[2], weights_only=True), pd.read_csv(files[1])
+    row, images, noise = measure(model, args.n, args.seed, evaluator, bank, args.asset_dir, args.data_root, args.noise_repeats)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(images[:64].clone(), files[2])
+    noise.to_csv(files[1], index=False)
+    write_json(files[0], row)
+    return row, images[:64], noise
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     def fmt(v, std=None):
         if pd.isna(v):
@@ -123,7 +153,7 @@ def main(argv=None) -> None:
     with progress_bar(len(args.models), "baselines") as bar:
         for model in args.models:
             try:
-                row, images, noise = measure(model, args.n, args.seed, evaluator, bank, args.asset_dir, args.data_root, args.noise_repeats)
+                row, images, noise = measure_cached(model, args, evaluator, bank)
             except (assets.AssetNotFoundError, RuntimeError) as err:  # DataNotFoundError is a RuntimeError
                 print(f"[baselines] skipping {model}: {err}", file=sys.stderr, flush=True)
                 bar.update(advance=1)
@@ -148,7 +178,9 @@ def main(argv=None) -> None:
               f"`kid ± std` over 100 subsets of 1000; other `±` = std over 5 disjoint folds of n/5. "
               f"Rows `seed000-table1` are seed 000's published numbers (n=100, Inception space), not measured here. "
               f"`real-test` scores {args.n} real FashionMNIST *training* images against the test bank: the floor each "
-              f"metric reaches for real data at this n (the test set against itself would be trivially perfect).\n\n")
+              f"metric reaches for real data at this n (the test set against itself would be trivially perfect). "
+              f"`ms_per_image` is the wall time of generating the table's samples (batch 500, CPU threads as in the "
+              f"manifest); `benchmarks/` gives the clean medians.\n\n")
     md = header + to_markdown(table)
     if summary is not None:
         md += (f"\n## How noisy are these metrics at seed 000's n = 100? ({args.noise_repeats} independent draws of 100 "
