@@ -42,8 +42,9 @@ class Checkpoint:
         return meta["step"], meta["elapsed"]
 
 
-class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the checkpoint was saved and the same command resumes."""
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived; the checkpoint was saved and the same command resumes. A BaseException (like
+    KeyboardInterrupt) so that handlers for ordinary errors, Optuna's ``catch`` included, let it through."""
 
 
 def run_resumable(total_steps: int, step_fn, ckpt: Checkpoint, ckpt_every_s: float, description: str,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import assets
-from .checkpoint import Checkpoint, run_resumable
+from .checkpoint import Checkpoint, Interrupted, run_resumable
 from .config import DIConfig
 from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
 from .ema import ema_beta, update_ema
@@ -52,6 +52,23 @@ class OneStepGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         sigma = torch.full((z.shape[0],), self.init_sigma, device=z.device, dtype=z.dtype)
         return self.denoiser.denoise(self.init_sigma * z, sigma)
+
+
+def required_assets(cfg: DIConfig) -> list[str]:
+    """Shipped assets a run needs (none for the toy)."""
+    if cfg.teacher == "toy-gmm":
+        return []
+    names = [f"teacher-{cfg.teacher}", "evaluator", "feature-bank"]
+    return names + ([cfg.generator] if cfg.generator.startswith("gan-") else [])
+
+
+def check_assets(cfg: DIConfig, asset_dir=None) -> None:
+    """Fail fast, with one line, before any work: every asset the run needs is present."""
+    for name in required_assets(cfg):
+        path = assets.asset_dir(asset_dir) / f"{name}.pt"
+        if not path.is_file():
+            raise assets.AssetNotFoundError(f"asset {name!r} not found at {path}; regenerate it with "
+                                            f"`python -m harness.pretrain` or point HARNESS_ASSETS at a directory that has it")
 
 
 def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
@@ -286,12 +303,10 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     except Diverged as err:
         status, reason = "diverged", str(err)
         say(f"DIVERGED: {err}")
+    except Interrupted:
+        log.close()
+        raise
     except Exception as err:  # pruning (from on_eval) and anything else: record, then re-raise
-        from .checkpoint import Interrupted
-
-        if isinstance(err, Interrupted):
-            log.close()
-            raise
         status, reason = ("pruned" if type(err).__name__ == "TrialPruned" else "failed"), f"{type(err).__name__}: {err}"
         _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command)
         log.close()

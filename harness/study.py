@@ -1,0 +1,539 @@
+"""Optuna studies over the ablation axes.
+
+    python -m harness.study NAME [--budget smoke|cpu|gpu] [--trials N] [--seeds K] [--storage URL]
+                                 [--workers N] [--results-dir DIR] [--report]
+
+Specs are files: ``studies/NAME.toml`` (axes, sampler, seeds, budgets, objective, pruner, baselines) over
+``ablations/AXIS.toml`` (what an axis changes and why, the config field(s), values or range).
+
+* Categorical studies (``sampler = "grid"``): every value x every seed is enqueued once as a WAITING trial
+  when the study is created; workers pop them atomically from the storage, so several workers (processes
+  or machines) never run a cell twice. Continuous studies (``"tpe"``): Optuna's TPE sampler, ``trials`` in all.
+* Each trial builds one ``DIConfig`` and calls ``harness.loop.train`` (the same function as
+  ``python -m harness.run``); it reports the EMA generator's KID at every evaluation for the median pruner
+  and stores precision, recall, coverage, FID, score gap, wall time and its run directory as attributes.
+  Objective: final KID (minimised). Divergence ends the trial as pruned with its reason.
+* Storage: SQLite at DIR/NAME/study.db by default (any Optuna RDB URL works), with heartbeats: a trial whose
+  worker was killed goes stale, is marked failed and re-enqueued with the same parameters, and its rerun
+  resumes the run directory's checkpoint. Rerunning the same command after a kill therefore continues.
+* Outputs (end of study, or ``--report`` from the storage alone): see ``harness.study_report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+import tomllib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, DIConfig, apply_overrides, preset
+
+BUDGETS = ("smoke", "cpu", "gpu")
+SPEC_ROOT_ENV = "HARNESS_SPECS"
+
+
+class SpecError(ValueError):
+    """A study or ablation spec is missing or invalid (one-line message)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    kind: str  # categorical | float
+    description: str = ""
+    why: str = ""
+    field: str | None = None
+    values: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # label -> config overrides (categorical)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    def overrides(self, value) -> dict[str, Any]:
+        """Config overrides for one value (a categorical label, or a number for a float axis)."""
+        if self.kind == "categorical":
+            return self.values[str(value)]
+        return {self.field: float(value)}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    description: str
+    preset: str
+    axes: tuple[Axis, ...]
+    sampler: str
+    objective: str
+    pruner: str
+    baselines: tuple[str, ...]
+    budgets: dict[str, dict[str, Any]]
+
+
+def spec_root() -> Path:
+    """Directory holding ``studies/`` and ``ablations/``: $HARNESS_SPECS, else the checkout beside the package."""
+    env = os.environ.get(SPEC_ROOT_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+def available_studies(root: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in ((root or spec_root()) / "studies").glob("*.toml"))
+
+
+def parse_axis(name: str, raw: dict) -> Axis:
+    kind = raw.get("kind")
+    if kind == "categorical":
+        values = raw.get("values")
+        if isinstance(values, list):
+            if not raw.get("field"):
+                raise SpecError(f"axis {name}: a list of values needs `field`")
+            values = {str(v).lower() if isinstance(v, bool) else str(v): {raw["field"]: v} for v in values}
+        if not isinstance(values, dict) or not values:
+            raise SpecError(f"axis {name}: categorical axes need `values` (a list, or a table label -> overrides)")
+        return Axis(name=name, kind=kind, description=raw.get("description", ""), why=raw.get("why", ""),
+                    field=raw.get("field"), values={str(k): dict(v) for k, v in values.items()})
+    if kind == "float":
+        for key in ("field", "low", "high"):
+            if key not in raw:
+                raise SpecError(f"axis {name}: float axes need `{key}`")
+        return Axis(name=name, kind=kind, description=raw.get("description", ""), why=raw.get("why", ""),
+                    field=raw["field"], low=float(raw["low"]), high=float(raw["high"]), log=bool(raw.get("log", False)))
+    raise SpecError(f"axis {name}: kind must be 'categorical' or 'float', got {kind!r}")
+
+
+def load_axis(name: str, root: Path | None = None) -> Axis:
+    path = (root or spec_root()) / "ablations" / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml")))
+        raise SpecError(f"unknown ablation axis {name!r}; available: {known}")
+    return parse_axis(name, tomllib.loads(path.read_text()))
+
+
+def load_study(name: str, root: Path | None = None) -> StudySpec:
+    root = root or spec_root()
+    path = root / "studies" / f"{name}.toml"
+    if not path.is_file():
+        raise SpecError(f"unknown study {name!r}; available: {', '.join(available_studies(root)) or '(none)'}")
+    raw = tomllib.loads(path.read_text())
+    inline = raw.get("inline_axes", {})
+    axes = tuple(parse_axis(a, inline[a]) if a in inline else load_axis(a, root) for a in raw.get("axes", []))
+    if not axes:
+        raise SpecError(f"study {name}: `axes` is empty")
+    sampler = raw.get("sampler", "grid")
+    if sampler not in ("grid", "tpe"):
+        raise SpecError(f"study {name}: sampler must be 'grid' or 'tpe', got {sampler!r}")
+    if sampler == "grid" and any(a.kind != "categorical" for a in axes):
+        raise SpecError(f"study {name}: a grid study needs categorical axes only")
+    budgets = raw.get("budget", {})
+    missing = [b for b in BUDGETS if b not in budgets]
+    if missing:
+        raise SpecError(f"study {name}: missing budget(s) {', '.join(missing)}")
+    if raw.get("objective", "kid") not in ("kid", "mmd2"):
+        raise SpecError(f"study {name}: objective must be 'kid' (images) or 'mmd2' (toy)")
+    if raw.get("pruner", "median") not in ("median", "hyperband", "none"):
+        raise SpecError(f"study {name}: pruner must be median, hyperband or none")
+    return StudySpec(name=raw.get("name", name), description=raw.get("description", ""), preset=raw["preset"], axes=axes,
+                     sampler=sampler, objective=raw.get("objective", "kid"), pruner=raw.get("pruner", "median"),
+                     baselines=tuple(raw.get("baselines", [])), budgets=budgets)
+
+
+def build_config(spec: StudySpec, budget: str, params: dict[str, Any], seed: int, threads: int = 0) -> DIConfig:
+    """The DIConfig of one trial: the study's preset, the budget's scale, then each axis's overrides."""
+    b = spec.budgets[budget]
+    cfg = preset(spec.preset, seed=seed, threads=threads)
+    # Every budget key but seeds/trials is a config field (rounds, batch_size, eval_every, eval_n, ckpt_every_s...).
+    overrides: dict[str, Any] = {k: v for k, v in b.items() if k not in ("seeds", "trials")}
+    for axis in spec.axes:
+        overrides.update(axis.overrides(params[axis.name]))
+    return apply_overrides(cfg, {k: _as_override(v) for k, v in overrides.items()})
+
+
+def _as_override(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def grid_cells(spec: StudySpec, seeds: int) -> list[dict[str, Any]]:
+    """Every categorical value combination x seed, as Optuna params."""
+    labels = [list(a.values) for a in spec.axes]
+    return [{**{a.name: v for a, v in zip(spec.axes, combo)}, "seed": s}
+            for combo in itertools.product(*labels) for s in range(seeds)]
+
+
+def cell_key(params: dict[str, Any]) -> str:
+    """Stable directory name of a trial's run: axis values and seed (floats rounded to 4 significant digits)."""
+    parts = []
+    for k, v in sorted(params.items()):
+        if k == "seed":
+            continue
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    key = "_".join(parts) + f"_seed{params['seed']}"
+    return re.sub(r"[^A-Za-z0-9_.=:+-]", "-", key)
+
+
+def variant_label(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k != "seed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Storage and study
+
+
+def storage_url(results_dir: Path, name: str, budget: str, url: str | None) -> str:
+    return url or f"sqlite:///{study_dir(results_dir, name, budget) / 'study.db'}"
+
+
+def study_dir(results_dir: Path, name: str, budget: str) -> Path:
+    """DIR/NAME for cpu and gpu budgets; DIR/NAME-smoke for smoke (never mixed with real results)."""
+    return Path(results_dir) / (f"{name}-smoke" if budget == "smoke" else name)
+
+
+def make_storage(url: str, heartbeat: int, grace: int):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from optuna import storages
+
+    retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    retry = retry_cls(max_retry=3)
+    RDBStorage = storages.RDBStorage
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    kwargs = dict(engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace)
+    try:
+        return RDBStorage(url, heartbeat_stale_trial_callback=retry, **kwargs)
+    except TypeError:  # Optuna < 4: the older keyword
+        return RDBStorage(url, failed_trial_callback=retry, **kwargs)
+    finally:
+        # Failed trials are reported in one line by the worker (with their reason attribute), not as tracebacks.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def make_sampler(spec: StudySpec, seed: int = 0):
+    import optuna
+
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid cells are enqueued; never sampled
+
+
+def make_pruner(spec: StudySpec):
+    import optuna
+
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # Prune a trial whose KID at an evaluation is worse than the median of the trials that reached it,
+    # once 3 trials have; the starting point (round 0) is never pruned.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat: int, grace: int, trials: int | None):
+    """Create the study once (enqueueing every grid cell), or load it and check it is the same study."""
+    import optuna
+
+    storage = make_storage(url, heartbeat, grace)
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
+                                sampler=make_sampler(spec), pruner=make_pruner(spec))
+    attrs = study.user_attrs
+    if "budget" in attrs and attrs["budget"] != budget:
+        raise SpecError(f"storage {url} holds a {attrs['budget']}-budget {spec.name} study; use another --results-dir or --storage")
+    if "cells" not in attrs:
+        cells = grid_cells(spec, seeds) if spec.sampler == "grid" else []
+        for cell in cells:
+            study.enqueue_trial(cell, skip_if_exists=True)
+        study.set_user_attr("budget", budget)
+        study.set_user_attr("seeds", seeds)
+        study.set_user_attr("cells", len(cells))
+        study.set_user_attr("trials", trials if spec.sampler == "tpe" else len(cells))
+        study.set_user_attr("axes", [a.name for a in spec.axes])
+        study.set_user_attr("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return study
+
+
+# ----------------------------------------------------------------------------------------------
+# One trial
+
+
+def run_trial(trial, spec: StudySpec, budget: str, seeds: int, out: Path, threads: int) -> float:
+    """Build the trial's config, run it with the shared train() and return the final KID."""
+    import optuna
+
+    from .loop import train
+
+    params = {}
+    for axis in spec.axes:
+        if axis.kind == "categorical":
+            params[axis.name] = trial.suggest_categorical(axis.name, list(axis.values))
+        else:
+            params[axis.name] = trial.suggest_float(axis.name, axis.low, axis.high, log=axis.log)
+    params["seed"] = trial.suggest_categorical("seed", list(range(seeds)))
+    if spec.sampler == "grid" and _cell_taken(trial, params):
+        # The queue ran dry between this worker's check and ask(), so Optuna sampled a cell instead of popping
+        # one: another trial owns it. Record it as surplus (excluded from every table) and stop.
+        trial.set_user_attr("surplus", True)
+        raise optuna.TrialPruned("surplus: cell already owned by another trial")
+    cfg = build_config(spec, budget, params, params["seed"], threads=threads)
+    run_dir = out / "runs" / cell_key(params)
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("variant", variant_label(params))
+    trial.set_user_attr("budget", budget)
+
+    def on_eval(round_idx: int, metrics: dict) -> None:
+        trial.report(metrics[spec.objective], round_idx)
+        if round_idx < cfg.rounds and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at round {round_idx}: {spec.objective} {metrics[spec.objective]:.4g} above the median")
+
+    command = f"python -m harness.study {spec.name} --budget {budget} (trial {trial.number})"
+    try:
+        summary = train(cfg, run_dir, on_eval=on_eval, command=command)
+    except optuna.TrialPruned as pruned:
+        _record(trial, run_dir, status="pruned", reason=str(pruned))
+        raise
+    except Exception as err:  # recorded on the trial, which Optuna then marks failed
+        _record(trial, run_dir, status="failed", reason=f"{type(err).__name__}: {err}")
+        raise
+    _record(trial, run_dir, status=summary["status"], reason=summary["reason"])
+    if summary["status"] != "completed":
+        raise optuna.TrialPruned(f"{summary['status']}: {summary['reason']}")
+    return float(summary["final"][spec.objective])
+
+
+def _cell_taken(trial, params: dict) -> bool:
+    from optuna.trial import TrialState
+
+    key = cell_key(params)
+    for other in trial.study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.state == TrialState.FAIL or other.user_attrs.get("surplus"):
+            continue
+        # enqueued (waiting) cells carry their params only as fixed params
+        params_other = other.params or other.system_attrs.get("fixed_params") or {}
+        if params_other and cell_key(params_other) == key:
+            return True
+    return False
+
+
+def _record(trial, run_dir: Path, status: str, reason: str) -> None:
+    """Trial attributes: status, reason, start/final metrics, score gap, wall time, evaluation history."""
+    trial.set_user_attr("status", status)
+    if reason:
+        trial.set_user_attr("reason", reason)
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        for prefix, metrics in (("", summary.get("final") or {}), ("start_", summary.get("start") or {})):
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    trial.set_user_attr(prefix + k, v)
+        trial.set_user_attr("wall_s", summary.get("wall_s"))
+        trial.set_user_attr("rounds_done", summary.get("rounds_done"))
+    rounds = run_dir / "rounds.csv"
+    if rounds.is_file():
+        import pandas as pd
+
+        df = pd.read_csv(rounds)
+        if len(df):
+            tail = df.tail(max(1, len(df) // 10))
+            trial.set_user_attr("score_gap", float(tail["score_gap"].mean()))
+    evals = run_dir / "evals.csv"
+    if evals.is_file():
+        import pandas as pd
+
+        trial.set_user_attr("evals", json.loads(pd.read_csv(evals).to_json(orient="records")))
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers
+
+
+def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int | None, heartbeat: int, grace: int,
+           threads: int, worker_id: int, root: str | None) -> None:
+    """Pull trials until the study is done. Grid: pop enqueued cells; TPE: until ``trials`` finished."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    if root:
+        os.environ[SPEC_ROOT_ENV] = root
+    spec = load_study(name)
+    study = optuna.load_study(study_name=spec.name, storage=make_storage(url, heartbeat, grace),
+                              sampler=make_sampler(spec, seed=worker_id), pruner=make_pruner(spec))
+    out_path = Path(out)
+    done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def objective(trial):
+        return run_trial(trial, spec, budget, seeds, out_path, threads)
+
+    from .checkpoint import Interrupted
+    from .progress import progress_bar
+
+    total = study.user_attrs.get("trials") or 0
+    with progress_bar(total, f"study {spec.name} [{budget}] worker {worker_id}") as bar:
+        while True:
+            fail_stale_trials(study)
+            trials_now = study.get_trials(deepcopy=False)
+            finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
+            bar.update(completed=len(finished))
+            if not _next_trial_available(study, spec, trials, heartbeat, trials_now):
+                if not any(t.state == TrialState.RUNNING for t in trials_now):
+                    return
+                time.sleep(min(5, heartbeat))  # a running trial may go stale and come back as a retry
+                continue
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                last = study.get_trials(deepcopy=False)[-1]
+                if last.state.name in ("FAIL", "PRUNED") and not last.user_attrs.get("surplus"):
+                    print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: "
+                          f"{last.user_attrs.get('reason', 'see the run log')}", flush=True)
+            except Interrupted as stop:
+                requeue_lost_cells(study, spec, seeds)
+                print(f"{stop}; the interrupted trial was marked failed and will re-run (resuming its checkpoint) "
+                      f"when the same command is run again", flush=True)
+                raise SystemExit(130) from None
+
+
+def _next_trial_available(study, spec: StudySpec, trials: int | None, heartbeat: int, trials_now) -> bool:
+    from optuna.trial import TrialState
+
+    if spec.sampler == "grid":
+        return any(t.state == TrialState.WAITING for t in trials_now)
+    started = [t for t in trials_now if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+               and not t.user_attrs.get("surplus")]
+    return len(started) < (trials or 0)
+
+
+def requeue_lost_cells(study, spec: StudySpec, seeds: int, max_failures: int = 3) -> int:
+    """Grid studies: enqueue again every cell with no waiting, running or finished trial (its trial failed,
+    e.g. interrupted by Ctrl-C), unless it already failed ``max_failures`` times. Returns how many."""
+    from optuna.trial import TrialState
+
+    if spec.sampler != "grid":
+        return 0
+    trials = study.get_trials(deepcopy=False)
+    live, failures = set(), {}
+    for t in trials:
+        params = t.params or (t.system_attrs.get("fixed_params") or {})
+        if not params or t.user_attrs.get("surplus"):
+            continue
+        key = cell_key(params)
+        if t.state == TrialState.FAIL:
+            failures[key] = failures.get(key, 0) + 1
+        else:
+            live.add(key)
+    count = 0
+    for cell in grid_cells(spec, seeds):
+        key = cell_key(cell)
+        if key not in live and failures.get(key, 0) < max_failures and key in failures:
+            study.enqueue_trial(cell)
+            count += 1
+    return count
+
+
+def _all_value_configs(spec: StudySpec, budget: str) -> list[DIConfig]:
+    """One config per axis value (others at their first value): validates the whole spec before any work."""
+    base = {a.name: (next(iter(a.values)) if a.kind == "categorical" else a.low) for a in spec.axes}
+    configs = []
+    for a in spec.axes:
+        for v in (a.values if a.kind == "categorical" else [a.low, a.high]):
+            configs.append(build_config(spec, budget, {**base, a.name: v}, 0))
+    return configs
+
+
+def _spawn_workers(n: int, args: tuple) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=worker, args=(*args[:-1], i, args[-1])) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise SystemExit(f"error: {len(bad)} worker(s) exited with codes {bad}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"studies: {', '.join(available_studies())}\n\nbrowse a study with:\n"
+                                       "  optuna-dashboard sqlite:///results/NAME/study.db")
+    p.add_argument("name", help="study name (a file studies/NAME.toml)")
+    p.add_argument("--budget", choices=BUDGETS, default=None, help="smoke (<= 3 min), cpu (~1 h), gpu; default gpu if CUDA else cpu")
+    p.add_argument("--trials", type=int, default=None, help="TPE studies: number of trials (default from the budget)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default from the budget)")
+    p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///DIR/NAME/study.db)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--report", action="store_true", help="only regenerate tables and plots from the storage")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats")
+    p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a running trial is failed and retried")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit("error: --workers must be >= 1")
+    try:
+        spec = load_study(args.name)
+    except SpecError as err:
+        raise SystemExit(f"error: {err}") from None
+    import torch
+
+    budget = args.budget or ("gpu" if torch.cuda.is_available() else "cpu")
+    b = spec.budgets[budget]
+    seeds = args.seeds or int(b.get("seeds", 1))
+    trials = args.trials or int(b.get("trials", 10))
+    out = study_dir(Path(args.results_dir), spec.name, budget)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url(Path(args.results_dir), spec.name, budget, args.storage)
+    command = " ".join(["python -m harness.study"] + (argv if argv is not None else sys.argv[1:]))
+
+    from . import assets
+    from .study_report import write_study_report
+
+    t0 = time.time()
+    if not args.report:
+        try:
+            from .loop import check_assets
+
+            for value_cfg in _all_value_configs(spec, budget):
+                check_assets(value_cfg)
+            study = create_or_load(spec, budget, seeds, url, args.heartbeat, args.grace, trials)
+            # Only here (one process, before workers start) and in an interrupted worker: never two at once.
+            requeued = requeue_lost_cells(study, spec, seeds)
+            if requeued:
+                print(f"[study {spec.name}] re-enqueued {requeued} cell(s) whose trial failed", flush=True)
+        except (SpecError, ConfigError, assets.AssetNotFoundError) as err:
+            raise SystemExit(f"error: {err}") from None
+        threads = args.threads or (1 if args.workers > 1 else 0)
+        wargs = (spec.name, budget, seeds, url, str(out), trials, args.heartbeat, args.grace, threads, os.environ.get(SPEC_ROOT_ENV))
+        print(f"[study {spec.name}] budget={budget} storage={url} workers={args.workers}", flush=True)
+        if args.workers == 1:
+            worker(*wargs[:-1], 0, wargs[-1])
+        else:
+            os.environ["HARNESS_PLAIN_PROGRESS"] = "1"  # several processes: plain status lines, not rich bars
+            _spawn_workers(args.workers, wargs)
+    write_study_report(spec, budget, url, out, command=command, wall_s=time.time() - t0, results_dir=Path(args.results_dir),
+                       report_only=args.report)
+
+
+if __name__ == "__main__":
+    main()
