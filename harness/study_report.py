@@ -79,6 +79,8 @@ def variant_rows(trials: pd.DataFrame, rounds: int) -> list[dict]:
 def baseline_rows(results_dir: Path, names: tuple[str, ...]) -> list[dict]:
     """Measured rows of the testbed's baseline table (python -m harness.baselines), as they were computed."""
     path = Path(results_dir) / "baselines" / "table.csv"
+    if not names:
+        return []
     if not path.is_file():
         return [{"variant": "(baselines missing: run python -m harness.baselines)", "source": "-"}]
     table = pd.read_csv(path)
@@ -94,10 +96,11 @@ def baseline_rows(results_dir: Path, names: tuple[str, ...]) -> list[dict]:
 
 
 def start_row(trials: pd.DataFrame) -> list[dict]:
-    if trials.empty or (trials.start_kid.isna().all() and trials.start_mmd2.isna().all()):
+    if trials.empty or all(c not in trials or trials[c].isna().all() for c in ("start_kid", "start_mmd2")):
         return []
+    primary = "start_kid" if "start_kid" in trials and trials.start_kid.notna().any() else "start_mmd2"
     row = {"variant": "starting generator (before DI)", "source": "measured (round 0 of each trial)",
-           "n_seeds": int(trials.start_kid.notna().sum())}
+           "n_seeds": int(trials[primary].notna().sum())}
     for m in METRICS:
         row[m], row[f"{m}_std"] = _mean_std(trials[f"start_{m}"])
     return [row]
