@@ -216,6 +216,22 @@ class DIConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def field_docs() -> dict[str, str]:
+    """The docstring written under each DIConfig field (attribute docstrings are not kept at runtime, so they
+    are read from this file's source): used by ``python -m harness.run --help``."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(DIConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
 def _parse_value(raw: str, current: Any, key: str) -> Any:
     """Parse ``raw`` to the type of the field's current value."""
     try:

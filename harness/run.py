@@ -13,15 +13,24 @@ import dataclasses
 import json
 import sys
 
-from .config import PRESETS, ConfigError, DIConfig, apply_overrides, preset
+from .config import PRESETS, ConfigError, DIConfig, apply_overrides, field_docs, preset
 
+
+def fields_help(width: int = 110) -> str:
+    """One line per config field: name = default, then the first sentence of its docstring."""
+    docs, defaults, lines = field_docs(), DIConfig(), []
+    for f in dataclasses.fields(DIConfig):
+        doc = docs.get(f.name, "").split(". ")[0]
+        line = f"  {f.name} = {getattr(defaults, f.name)!r}" + (f"  -- {doc}" if doc else "")
+        lines.append(line if len(line) <= width else line[: width - 3] + "...")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"presets: {', '.join(PRESETS)}\nfields (--set key=value; nested: gen_sigma.sigma_max=10):\n"
-                                       + "\n".join(f"  {f.name}" for f in dataclasses.fields(DIConfig)))
+                                epilog=f"presets: {', '.join(PRESETS)}\n\nfields (--set key=value; nested: "
+                                       f"--set gen_sigma.sigma_max=10; reference defaults):\n" + fields_help())
     p.add_argument("--preset", default="reference-onestep", help=f"one of: {', '.join(PRESETS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
