@@ -102,7 +102,11 @@ def measure_cached(model: str, args, evaluator, bank):
         print(f"[baselines] {model}: reusing cached row {files[0].name}", flush=True)
         row = json.loads(files[0].read_text())
         return row, torch.load(files[2], weights_only=True), pd.read_csv(files[1])
+    t0 = time.time()
     row, images, noise = measure(model, args.n, args.seed, evaluator, bank, args.asset_dir, args.data_root, args.noise_repeats)
+    row["_provenance"] = {"command": " ".join(["python -m harness.baselines"] + sys.argv[1:]), "git_commit": git_commit(),
+                          "wall_s": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "torch_threads": torch.get_num_threads()}
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(images[:64].clone(), files[2])
     noise.to_csv(files[1], index=False)
@@ -149,7 +153,7 @@ def main(argv=None) -> None:
         bank = assets.load_feature_bank(args.asset_dir)
     except assets.AssetNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
-    rows, noise_tables, grids = [], [], {}
+    rows, noise_tables, grids, provenance = [], [], {}, {}
     with progress_bar(len(args.models), "baselines") as bar:
         for model in args.models:
             try:
@@ -158,6 +162,7 @@ def main(argv=None) -> None:
                 print(f"[baselines] skipping {model}: {err}", file=sys.stderr, flush=True)
                 bar.update(advance=1)
                 continue
+            provenance[model] = row.pop("_provenance", None)
             rows.append(row)
             noise_tables.append(noise)
             grids[model] = images[:64]
@@ -191,7 +196,7 @@ def main(argv=None) -> None:
         save_grids_panel(grids, out / "samples.png")
     write_json(out / "manifest.json", make_manifest(
         command=" ".join(["python -m harness.baselines"] + (argv if argv is not None else sys.argv[1:])), config=vars(args),
-        seed=args.seed, wall_s=time.time() - t0, assets={k: {"git_commit": v.get("git_commit"), "wall_s": v.get("wall_s")}
+        seed=args.seed, wall_s=time.time() - t0, rows_computed_by=provenance, assets={k: {"git_commit": v.get("git_commit"), "wall_s": v.get("wall_s")}
                                                           for k, v in assets.read_manifest(args.asset_dir).items()}))
     print(md)
 
