@@ -34,21 +34,29 @@ class NoiseDist:
     kind: ``lognormal`` (ln sigma ~ N(p_mean, p_std), the reference for both losses), ``uniform_log``
     (ln sigma uniform in [ln sigma_min, ln sigma_max]), ``uniform_vp_t`` (t uniform on [0, 1] of the
     continuous linear-beta VP SDE, beta 0.1 -> 20, mapped to sigma; the DDPM-style choice).
-    Every kind is truncated to [sigma_min, sigma_max] (the "t-range"): hypothesis 3 says unweighted score
-    gaps explode at tiny sigma and eps-networks amplify errors at large sigma.
+    Any kind can be truncated to [sigma_min, sigma_max] (the "t-range"; the uniform kinds need a finite one):
+    hypothesis 3 says unweighted score gaps explode at tiny sigma and eps-networks amplify errors at large sigma.
+    The default (0, inf) is untruncated, as in the release.
     """
 
     kind: str = "lognormal"
     p_mean: float = -1.2
     p_std: float = 1.2
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_min: float = 0.0
+    sigma_max: float = math.inf
+    # Defaults: no truncation, i.e. exactly the release's exp(randn * P_std + P_mean).
+
+    @property
+    def truncated(self) -> bool:
+        return self.sigma_min > 0 or math.isfinite(self.sigma_max)
 
     def validate(self, name: str) -> None:
         if self.kind not in NOISE_KINDS:
             raise ConfigError(f"{name}.kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}")
-        if not (0 < self.sigma_min < self.sigma_max):
-            raise ConfigError(f"{name}: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if not (0 <= self.sigma_min < self.sigma_max):
+            raise ConfigError(f"{name}: need 0 <= sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if self.kind != "lognormal" and not (self.sigma_min > 0 and math.isfinite(self.sigma_max)):
+            raise ConfigError(f"{name}: kind {self.kind!r} needs a finite range 0 < sigma_min < sigma_max < inf")
         if self.p_std <= 0:
             raise ConfigError(f"{name}.p_std must be > 0, got {self.p_std}")
 
@@ -77,8 +85,9 @@ class DIConfig:
     RNG restore (different masks add noise to D_q - D_p). ``teacher_eval``: teacher eval, aux train."""
     detach_scores: bool = True
     """True (reference): both score evaluations under no_grad, only x0 carries gradient. False: gradient
-    also flows through both score networks into x_t (a classic bug: the aux net then receives generator-loss
-    gradients unless frozen)."""
+    also flows through both score networks into x_t (a classic bug), which changes the generator's gradient and
+    leaves generator-loss gradients in the aux net's .grad; those reach the aux update only together with
+    aux_zero_grad=False (the aux step zeroes them otherwise)."""
     sid_frozen_eval: bool = False
     """With detach_scores=False: run both score nets frozen and in eval mode, as SiD does on purpose."""
     aux_zero_grad: bool = True
@@ -126,6 +135,14 @@ class DIConfig:
     """Fixed EMA decay of G per round when > 0; otherwise from ema_halflife_kimg."""
     ema_halflife_kimg: float = 500.0
     ema_rampup: float = 0.05
+    ema_copy_buffers: bool = False
+    """The release averages parameters only. True also copies buffers (BatchNorm running statistics) from G into
+    its EMA: part of the GAN adaptation, whose DCGAN has BatchNorm that the release's generators do not."""
+    stop_on_divergence: bool = True
+    """Stop the run (status 'diverged') on a non-finite loss, gradient norm or weight; the release keeps stepping
+    with NaN-cleaned gradients (set False to do the same)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``. On CUDA, TF32 is disabled as in the release."""
 
     # --- performance only (no change to the math beyond float rounding) ----------------------------
     inference_frozen: bool = False
@@ -162,6 +179,10 @@ class DIConfig:
         choice("aux_loss", AUX_LOSSES)
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
+        if self.teacher == "toy-gmm" and self.aux_init == "teacher":
+            raise ConfigError("the toy's teacher is analytic (no network to copy): use aux_init=scratch")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.teacher == "toy-gmm" and self.aux_loss == "teacher":
             raise ConfigError("aux_loss=teacher needs a trained teacher; the toy's teacher is analytic")
         for name in ("rounds", "batch_size", "aux_steps", "eval_n"):
@@ -288,11 +309,13 @@ def apply_overrides(cfg: DIConfig, overrides: dict[str, str] | list[str]) -> DIC
 
 PRESETS: dict[str, dict[str, Any]] = {
     "reference-onestep": {"teacher": "edm", "generator": "onestep"},
-    "reference-gan": {"teacher": "edm", "generator": "gan-weak"},
+    # GAN adaptation: the DCGAN's BatchNorm running statistics follow G into its EMA (see ema_copy_buffers).
+    "reference-gan": {"teacher": "edm", "generator": "gan-weak", "ema_copy_buffers": True},
     # Seed 000 as reported: their DDPM teacher (T=2000, Huber), their 3-epoch DCGAN, batch 128, one aux and one
     # generator update per round (Algorithm 1's default; their other "round strategies" are the aux_steps /
     # gen_steps toggles), and otherwise "as close as the original" loop. Their lrs are not reported.
-    "seed-report": {"teacher": "ddpm-huber", "generator": "gan-weak", "batch_size": 128, "aux_steps": 1, "gen_steps": 1},
+    "seed-report": {"teacher": "ddpm-huber", "generator": "gan-weak", "batch_size": 128, "aux_steps": 1, "gen_steps": 1,
+                    "ema_copy_buffers": True},
     "toy": {"teacher": "toy-gmm", "generator": "toy-mlp", "batch_size": 256, "rounds": 1500, "aux_init": "scratch",
             "aux_warmup_steps": 200, "lr_aux": 1e-3, "lr_gen": 1e-3, "ema_halflife_kimg": 5.0, "eval_every": 500,
             "eval_n": 4000, "aux_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0),

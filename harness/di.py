@@ -65,13 +65,17 @@ def vp_t_of_sigma(sigma: float, beta_min: float = 0.1, beta_max: float = 20.0) -
 
 
 def sample_sigma(dist: NoiseDist, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample sigma (n,) from ``dist``, truncated to [sigma_min, sigma_max] by inverse-CDF sampling
-    (no rejection loop, no clamping pile-up at the edges)."""
+    """Per-sample sigma (n,) from ``dist``. Untruncated log-normal (the default) is drawn exactly as the release
+    does; a truncated one by inverse-CDF sampling within [sigma_min, sigma_max] (no rejection loop, no pile-up)."""
+    if dist.kind == "lognormal" and not dist.truncated:  # the release: exp(randn * P_std + P_mean)
+        return (torch.randn(n, generator=generator, device=device) * dist.p_std + dist.p_mean).exp()
     u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-    lo, hi = math.log(dist.sigma_min), math.log(dist.sigma_max)
+    lo = math.log(dist.sigma_min) if dist.sigma_min > 0 else -math.inf
+    hi = math.log(dist.sigma_max)
     if dist.kind == "lognormal":
         normal = torch.distributions.Normal(torch.tensor(dist.p_mean, dtype=torch.float64), torch.tensor(dist.p_std, dtype=torch.float64))
-        c_lo, c_hi = normal.cdf(torch.tensor(lo, dtype=torch.float64)), normal.cdf(torch.tensor(hi, dtype=torch.float64))
+        c_lo = normal.cdf(torch.tensor(lo, dtype=torch.float64)) if math.isfinite(lo) else torch.tensor(0.0, dtype=torch.float64)
+        c_hi = normal.cdf(torch.tensor(hi, dtype=torch.float64)) if math.isfinite(hi) else torch.tensor(1.0, dtype=torch.float64)
         p = (c_lo + u.cpu() * (c_hi - c_lo)).clamp(1e-12, 1 - 1e-12)
         sigma = normal.icdf(p).exp().to(device)
     elif dist.kind == "uniform_log":
@@ -157,7 +161,7 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     G, aux, teacher = nets.generator, nets.aux, nets.teacher
     aux_params = [p for p in aux.parameters() if p.requires_grad]
     if cfg.aux_zero_grad:
-        opt_aux.zero_grad(set_to_none=False)
+        opt_aux.zero_grad(set_to_none=True)
 
     # Samples from G in eval mode under no_grad (the release toggles G.eval()/G.train() around this).
     g_frozen = cfg.freeze_order == "clean"
@@ -201,7 +205,7 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
     G, aux, teacher = nets.generator, nets.aux, nets.teacher
     gen_params = [p for p in G.parameters() if p.requires_grad]
     device = z.device
-    opt_gen.zero_grad(set_to_none=False)
+    opt_gen.zero_grad(set_to_none=True)
     x0 = G(z)
     b = x0.shape[0]
     sigma = sample_sigma(cfg.gen_sigma, b, device) if sigma is None else sigma

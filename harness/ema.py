@@ -14,8 +14,10 @@ def ema_beta(batch: int, cur_nimg: int, halflife_kimg: float, rampup: float) -> 
 
 
 @torch.no_grad()
-def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float, copy_buffers: bool = True) -> None:
+    """ema <- beta * ema + (1 - beta) * net for parameters; buffers (e.g. BatchNorm statistics) copied when asked."""
     for p_ema, p in zip(ema.parameters(), net.parameters()):
         p_ema.lerp_(p.detach(), 1 - beta)
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
+    if copy_buffers:
+        for b_ema, b in zip(ema.buffers(), net.buffers()):
+            b_ema.copy_(b)

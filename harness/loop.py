@@ -106,6 +106,18 @@ def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
     return DINets(generator=generator, aux=aux, teacher=teacher, latent_shape=latent)
 
 
+def resolve_device(cfg: DIConfig) -> torch.device:
+    """The run's device; on CUDA, TF32 is switched off as the release does (fp32 numerics on every GPU)."""
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda asked for but CUDA is not available")
+    if use_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def make_optimisers(cfg: DIConfig, nets: DINets):
     opt_aux = torch.optim.Adam(nets.aux.parameters(), lr=cfg.lr_aux, betas=cfg.betas_aux, eps=1e-8)
     opt_gen = torch.optim.Adam(nets.generator.parameters(), lr=cfg.lr_gen, betas=cfg.betas_gen, eps=1e-8)
@@ -133,7 +145,8 @@ class Evaluator:
     def samples(self, generator: nn.Module, batch: int = 500) -> torch.Tensor:
         was = generator.training
         generator.eval()
-        out = torch.cat([generator(self.z[i : i + batch]) for i in range(0, len(self.z), batch)])
+        device = next(generator.parameters()).device
+        out = torch.cat([generator(self.z[i : i + batch].to(device)).cpu() for i in range(0, len(self.z), batch)])
         generator.train(was)
         return out
 
@@ -223,7 +236,10 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
+    device = resolve_device(cfg)
     nets = build_nets(cfg, asset_dir)
+    for net in (nets.generator, nets.aux, nets.teacher):
+        net.to(device)
     g_ema = copy.deepcopy(nets.generator).eval().requires_grad_(False)
     opt_aux, opt_gen = make_optimisers(cfg, nets)
     evaluate = Evaluator(cfg, nets, asset_dir)
@@ -261,12 +277,14 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         t0 = time.time()
         if r == 0:  # aux-only warm-up before the first generator step
             for _ in range(cfg.aux_warmup_steps):
-                aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size))
-        aux_stats = [aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size)) for _ in range(cfg.aux_steps)]
-        gen_stats = [generator_step(cfg, nets, opt_gen, nets.sample_latent(cfg.batch_size)) for _ in range(cfg.gen_steps)]
-        nimg = (r + 1) * cfg.batch_size * max(cfg.gen_steps, 1)
-        beta = cfg.ema_mu if cfg.ema_mu > 0 else ema_beta(cfg.batch_size * max(cfg.gen_steps, 1), nimg, cfg.ema_halflife_kimg, cfg.ema_rampup)
-        update_ema(g_ema, nets.generator, beta)
+                aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size, device))
+        aux_stats = [aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size, device)) for _ in range(cfg.aux_steps)]
+        gen_stats = [generator_step(cfg, nets, opt_gen, nets.sample_latent(cfg.batch_size, device)) for _ in range(cfg.gen_steps)]
+        batch_imgs = cfg.batch_size * max(cfg.gen_steps, 1)
+        nimg = (r + 1) * batch_imgs
+        # beta from the images seen *before* this round, as the release does (so the first update copies G)
+        beta = cfg.ema_mu if cfg.ema_mu > 0 else ema_beta(batch_imgs, r * batch_imgs, cfg.ema_halflife_kimg, cfg.ema_rampup)
+        update_ema(g_ema, nets.generator, beta, copy_buffers=cfg.ema_copy_buffers)
 
         row = {"round": r + 1, "kimg": nimg / 1000, "ema_beta": beta}
         for key in ("aux_loss", "teacher_loss", "aux_grad_norm"):
@@ -282,7 +300,8 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         _append_csv(out / "rounds.csv", row, ROUND_COLUMNS)
 
         checks = [row["aux_loss"], row.get("surrogate", 0.0), row.get("gen_grad_norm", 0.0)]
-        if not _finite(*checks) or not all(torch.isfinite(p).all() for p in nets.generator.parameters()):
+        if cfg.stop_on_divergence and (not _finite(*checks)
+                                       or not all(torch.isfinite(p).all() for p in nets.generator.parameters())):
             bad = [k for k in ("aux_loss", "surrogate", "gen_grad_norm") if k in row and not math.isfinite(row[k])]
             raise Diverged(f"non-finite {', '.join(bad) or 'generator weights'} at round {r + 1}")
 

@@ -255,6 +255,15 @@ def test_lognormal_untruncated_moments_and_uniform_log_median():
     assert u.log().median().item() == pytest.approx(0.0, abs=0.1)
 
 
+def test_default_sigma_is_the_release_draw():
+    torch.manual_seed(3)
+    s = di.sample_sigma(NoiseDist(), 1000)
+    torch.manual_seed(3)
+    assert torch.equal(s, (torch.randn(1000) * 1.2 - 1.2).exp())
+    with pytest.raises(ValueError, match="needs a finite range"):
+        NoiseDist(kind="uniform_log").validate("gen_sigma")
+
+
 def test_vp_t_sigma_inverse():
     for sigma in (0.002, 0.5, 80.0):
         assert di.vp_sigma(torch.tensor(di.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)

@@ -44,6 +44,14 @@ def test_update_ratio_counts_optimiser_steps(tmp_path):
     assert [int(r["round"]) for r in rows] == [1, 2, 3]
 
 
+def test_first_ema_update_copies_the_generator(tmp_path):
+    """beta comes from the images seen before the round (0 at round 0), as in the release."""
+    train(toy("rounds=1", "eval_every=0", "eval_n=100", "aux_warmup_steps=0"), tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for k in ckpt["G"]:
+        assert torch.equal(ckpt["G"][k], ckpt["G_ema"][k]), k
+
+
 def test_divergence_stops_the_run_with_its_reason(tmp_path):
     s = train(toy("rounds=30", "eval_every=0", "eval_n=100", "aux_warmup_steps=0", "lr_gen=1e30"), tmp_path)
     assert s["status"] == "diverged" and "non-finite" in s["reason"] and s["rounds_done"] < 30
