@@ -82,7 +82,7 @@ def main(argv=None) -> None:
                          "median": 1000 * statistics.median(ts) / b, "batch": b, "repeats": reps})
 
     g = build("dcgan-g", latent_dim=128, width=64).to(device).eval()
-    for b in (100, args.sample_batch):
+    for b in sorted({100, args.sample_batch}):
         z = torch.randn(b, 128, device=device)
         with torch.inference_mode():
             ts = timed(lambda: g(z), args.repeats, device)
