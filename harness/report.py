@@ -129,22 +129,29 @@ def curves(runs: list[dict], table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def format_cell(value, std=None) -> str:
+    """A table cell: ``mean ± std`` for floats (std when it is a number), empty for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" + (f" ± {std:.2g}" if isinstance(std, float) and not math.isnan(std) else "")
+    return str(value)
+
+
+def markdown_table(table: pd.DataFrame, cols: list[str]) -> str:
+    """Markdown table of ``cols``, each cell with its ``<col>_std`` companion when the frame has one."""
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(format_cell(r.get(c), r.get(f"{c}_std")) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     if "kid" in table.columns:
         cols = ["variant", "n_seeds", "rounds", "start_kid", "kid", "kid_change", "precision", "recall", "coverage", "fid", "wall_s", "verdict"]
     else:
         cols = ["variant", "n_seeds", "rounds", "start_mmd2", "mmd2", "mmd2_change", "in_mode_fraction", "modes_covered", "wall_s", "verdict"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        cells = []
-        for c in cols:
-            v, std = r.get(c), r.get(f"{c}_std")
-            if isinstance(v, float):
-                cells.append("" if math.isnan(v) else f"{v:.4g}" + (f" ± {std:.2g}" if isinstance(std, float) and not math.isnan(std) else ""))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(table, cols)
 
 
 def write_report(run_dirs: list[Path], out: Path, title: str, command: str) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .manifest import make_manifest, write_json
-from .report import verdict
+from .report import format_cell, markdown_table, verdict
 
 IMAGE_METRICS = ("kid", "precision", "recall", "coverage", "fid")
 TOY_METRICS = ("mmd2", "in_mode_fraction", "modes_covered")
@@ -110,21 +110,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     metric_cols = ["kid", "precision", "recall", "coverage", "fid"]
     if table["kid"].isna().all() and "mmd2" in table and table["mmd2"].notna().any():
         metric_cols = ["mmd2", "in_mode_fraction"]
-    cols = ["variant", *metric_cols, "n_seeds", "n_pruned", "rounds", "wall_s", "verdict"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        cells = []
-        for c in cols:
-            v, std = r.get(c), r.get(f"{c}_std")
-            if isinstance(v, float):
-                if math.isnan(v):
-                    cells.append("")
-                else:
-                    cells.append(f"{v:.4g}" + (f" ± {std:.2g}" if isinstance(std, float) and not math.isnan(std) else ""))
-            else:
-                cells.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(table, ["variant", *metric_cols, "n_seeds", "n_pruned", "rounds", "wall_s", "verdict"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,9 +287,6 @@ def _print_table(table: pd.DataFrame, title: str) -> None:
     for c in cols:
         t.add_column(c)
     for _, r in table.iterrows():
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append(f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else ("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)))
+        cells = [format_cell(r.get(c)) for c in cols]
         t.add_row(*cells)
     Console(width=160).print(t)
