@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import multiprocessing as mp
 import os
 import re
@@ -391,7 +390,7 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
             trials_now = study.get_trials(deepcopy=False)
             finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
             bar.update(completed=len(finished))
-            if not _next_trial_available(study, spec, trials, heartbeat, trials_now):
+            if not _next_trial_available(spec, trials, trials_now):
                 if not any(t.state == TrialState.RUNNING for t in trials_now):
                     return
                 time.sleep(min(5, heartbeat))  # a running trial may go stale and come back as a retry
@@ -402,6 +401,13 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
                 if last.state.name in ("FAIL", "PRUNED") and not last.user_attrs.get("surplus"):
                     print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: "
                           f"{last.user_attrs.get('reason', 'see the run log')}", flush=True)
+            except ValueError as err:
+                # Another worker judged this trial stale (a heartbeat delayed under load) and failed it while it
+                # ran; its retry, already enqueued with the same cell, resumes the finished run directory.
+                if "Cannot tell a FAIL trial" not in str(err):
+                    raise
+                print(f"[study {spec.name}] a trial was marked stale by another worker while running; "
+                      f"its retry will reuse the run's checkpoint", flush=True)
             except Interrupted as stop:
                 requeue_lost_cells(study, spec, seeds)
                 print(f"{stop}; the interrupted trial was marked failed and will re-run (resuming its checkpoint) "
@@ -409,7 +415,7 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
                 raise SystemExit(130) from None
 
 
-def _next_trial_available(study, spec: StudySpec, trials: int | None, heartbeat: int, trials_now) -> bool:
+def _next_trial_available(spec: StudySpec, trials: int | None, trials_now) -> bool:
     from optuna.trial import TrialState
 
     if spec.sampler == "grid":
