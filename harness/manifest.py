@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,10 +42,6 @@ def device_string(device: torch.device | str = "cpu") -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-
-
-def command_line() -> str:
-    return " ".join(["python -m " + Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0]] + sys.argv[1:])
 
 
 def make_manifest(command: str, config: dict, seed: int | None, wall_s: float, device="cpu", **extra) -> dict:

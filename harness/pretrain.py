@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from .manifest import git_commit, make_manifest
 from .networks import build, count_parameters
 from .checkpoint import Checkpoint, Interrupted, run_resumable
 from .ema import ema_beta, update_ema
-from .progress import progress_bar
 from .teachers import build_teacher, default_sampler_kwargs
 
 # UNet shared by the three teachers. Seed 000 used 4 levels x 128 channels; this one is sized to train
@@ -142,7 +140,7 @@ def train_gan(name: str, args) -> dict:
 
     wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, f"gan {name}")
     G.eval()
-    metrics = _quick_sample_metrics(lambda z: G(z[:, :, 0, 0] if z.dim() == 4 else z), args.eval_n, args, latent=g_cfg["latent_dim"])
+    metrics = _quick_sample_metrics(G, args.eval_n, args, latent=g_cfg["latent_dim"])
     return _save(f"gan-{name}", "dcgan-g", {"net": g_cfg}, G.state_dict(), cfg, wall, args,
                  params=count_parameters(G), metrics=metrics)
 
@@ -196,10 +194,8 @@ def _quick_sample_metrics(sample_fn, n: int, args, latent: int | None = None) ->
     """Metrics of a freshly trained model on n samples (n=0 skips); the baseline table is the real evaluation."""
     if n <= 0:
         return {}
-    try:
-        from .evaluation import evaluate_sampler
-    except ImportError:
-        return {}
+    from .evaluation import evaluate_sampler
+
     try:
         result = evaluate_sampler(sample_fn, n=n, latent_dim=latent, seed=args.seed + 12345, asset_dir=args.asset_dir)
     except assets_mod.AssetNotFoundError as err:
