@@ -493,7 +493,7 @@ def main(argv=None) -> None:
     p.add_argument("--report", action="store_true", help="only regenerate tables and plots from the storage")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats")
-    p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a running trial is failed and retried")
+    p.add_argument("--grace", type=int, default=60, help="seconds without heartbeat before a running trial is failed and retried (generous: heartbeats are delayed under heavy load)")
     args = p.parse_args(argv)
     if args.workers < 1:
         raise SystemExit("error: --workers must be >= 1")
