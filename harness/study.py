@@ -263,6 +263,7 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat
         study.set_user_attr("cells", len(cells))
         study.set_user_attr("trials", trials if spec.sampler == "tpe" else len(cells))
         study.set_user_attr("axes", [a.name for a in spec.axes])
+        study.set_user_attr("pruner", spec.pruner)
         study.set_user_attr("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return study
 
@@ -363,7 +364,7 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
 
 
 def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int | None, heartbeat: int, grace: int,
-           threads: int, worker_id: int, root: str | None) -> None:
+           threads: int, pruner: str | None, worker_id: int, root: str | None) -> None:
     """Pull trials until the study is done. Grid: pop enqueued cells; TPE: until ``trials`` finished."""
     import optuna
     from optuna.storages import fail_stale_trials
@@ -372,6 +373,8 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
     if root:
         os.environ[SPEC_ROOT_ENV] = root
     spec = load_study(name)
+    if pruner:
+        spec = dataclasses.replace(spec, pruner=pruner)
     study = optuna.load_study(study_name=spec.name, storage=make_storage(url, heartbeat, grace),
                               sampler=make_sampler(spec, seed=worker_id), pruner=make_pruner(spec))
     out_path = Path(out)
@@ -491,6 +494,8 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--report", action="store_true", help="only regenerate tables and plots from the storage")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default=None,
+                   help="override the spec's pruner (grid ablations default to none, searches to median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats")
     p.add_argument("--grace", type=int, default=60, help="seconds without heartbeat before a running trial is failed and retried (generous: heartbeats are delayed under heavy load)")
@@ -499,6 +504,8 @@ def main(argv=None) -> None:
         raise SystemExit("error: --workers must be >= 1")
     try:
         spec = load_study(args.name)
+        if args.pruner:
+            spec = dataclasses.replace(spec, pruner=args.pruner)
     except SpecError as err:
         raise SystemExit(f"error: {err}") from None
     import torch
@@ -530,7 +537,8 @@ def main(argv=None) -> None:
         except (SpecError, ConfigError, assets.AssetNotFoundError) as err:
             raise SystemExit(f"error: {err}") from None
         threads = args.threads or (1 if args.workers > 1 else 0)
-        wargs = (spec.name, budget, seeds, url, str(out), trials, args.heartbeat, args.grace, threads, os.environ.get(SPEC_ROOT_ENV))
+        wargs = (spec.name, budget, seeds, url, str(out), trials, args.heartbeat, args.grace, threads, args.pruner,
+                 os.environ.get(SPEC_ROOT_ENV))
         print(f"[study {spec.name}] budget={budget} storage={url} workers={args.workers}", flush=True)
         if args.workers == 1:
             worker(*wargs[:-1], 0, wargs[-1])
