@@ -193,13 +193,15 @@ def variant_label(params: dict[str, Any]) -> str:
 # Storage and study
 
 
-def storage_url(results_dir: Path, name: str, budget: str, url: str | None) -> str:
-    return url or f"sqlite:///{study_dir(results_dir, name, budget) / 'study.db'}"
+def storage_url(results_dir: Path, name: str, budget: str, url: str | None, pruner: str | None = None) -> str:
+    return url or f"sqlite:///{study_dir(results_dir, name, budget, pruner) / 'study.db'}"
 
 
-def study_dir(results_dir: Path, name: str, budget: str) -> Path:
-    """DIR/NAME for cpu and gpu budgets; DIR/NAME-smoke for smoke (never mixed with real results)."""
-    return Path(results_dir) / (f"{name}-smoke" if budget == "smoke" else name)
+def study_dir(results_dir: Path, name: str, budget: str, pruner: str | None = None) -> Path:
+    """DIR/NAME for cpu and gpu budgets; DIR/NAME-smoke for smoke (never mixed with real results);
+    ``-pruner-P`` appended when ``--pruner`` overrides the spec's (another study, compared beside it)."""
+    suffix = ("-smoke" if budget == "smoke" else "") + (f"-pruner-{pruner}" if pruner else "")
+    return Path(results_dir) / f"{name}{suffix}"
 
 
 def make_storage(url: str, heartbeat: int, grace: int):
@@ -504,6 +506,8 @@ def main(argv=None) -> None:
         raise SystemExit("error: --workers must be >= 1")
     try:
         spec = load_study(args.name)
+        if args.pruner == spec.pruner:
+            args.pruner = None  # the spec's own pruner: the canonical study, not an override
         if args.pruner:
             spec = dataclasses.replace(spec, pruner=args.pruner)
     except SpecError as err:
@@ -514,9 +518,9 @@ def main(argv=None) -> None:
     b = spec.budgets[budget]
     seeds = args.seeds or int(b.get("seeds", 1))
     trials = args.trials or int(b.get("trials", 10))
-    out = study_dir(Path(args.results_dir), spec.name, budget)
+    out = study_dir(Path(args.results_dir), spec.name, budget, args.pruner)
     out.mkdir(parents=True, exist_ok=True)
-    url = storage_url(Path(args.results_dir), spec.name, budget, args.storage)
+    url = storage_url(Path(args.results_dir), spec.name, budget, args.storage, args.pruner)
     command = " ".join(["python -m harness.study"] + (argv if argv is not None else sys.argv[1:]))
 
     from . import assets

@@ -268,6 +268,7 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     previous = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     manifest = make_manifest(command=command, config={"study": spec.name, "budget": budget, "storage": url,
                                                       "preset": spec.preset, "axes": [a.name for a in spec.axes],
+                                                      "sampler": spec.sampler, "pruner": spec.pruner,
                                                       "budget_settings": spec.budgets[budget]},
                              seed=None, wall_s=(previous.get("wall_s", 0.0) if report_only else wall_s),
                              report_wall_s=round(time.time() - t0, 2), n_trials=len(trials))

@@ -144,6 +144,26 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(toy_specs, tmp_pa
     assert len(keys) == 6 and len(set(keys)) == 6  # every cell exactly once, none lost
 
 
+def test_pruner_override_prunes_poor_cells_early_and_is_stored_beside_the_canonical_study(toy_specs, tmp_path):
+    """--pruner median on a spec without pruning: a separate study directory; the slow-lr cells, worse than the
+    median at the first evaluation, stop there and are recorded as pruned with their reason and rounds."""
+    toy_specs(rounds=30, eval_every=10)
+    res = tmp_path / "res"
+    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(res), "--threads", "1", "--pruner", "median"])
+    out = res / "toy_study-smoke-pruner-median"
+    assert not (res / "toy_study-smoke").exists()
+    assert json.loads((out / "manifest.json").read_text())["config"]["pruner"] == "median"
+    trials = _trials(out / "study.db")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.user_attrs["rounds_done"] < 30 and "above the median" in t.user_attrs["reason"] for t in pruned)
+    assert all(t.user_attrs["rounds_done"] == 30 for t in trials if t.state == TrialState.COMPLETE)
+    table = pd.read_csv(out / "table.csv")
+    assert table.n_pruned.sum() == len(pruned)
+    # naming the spec's own pruner is the canonical study
+    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(res), "--threads", "1", "--pruner", "none"])
+    assert (res / "toy_study-smoke" / "study.db").is_file()
+
+
 def _study_cmd(res):
     return [sys.executable, "-m", "harness.study", "toy_study", "--budget", "smoke", "--results-dir", str(res),
             "--threads", "1", "--heartbeat", "1", "--grace", "3"]
