@@ -502,6 +502,9 @@ def main(argv=None) -> None:
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats")
     p.add_argument("--grace", type=int, default=60, help="seconds without heartbeat before a running trial is failed and retried (generous: heartbeats are delayed under heavy load)")
     args = p.parse_args(argv)
+    from .manifest import git_commit
+
+    git_commit()  # pin the commit of the code that runs now (files may change while a long study runs)
     if args.workers < 1:
         raise SystemExit("error: --workers must be >= 1")
     try:

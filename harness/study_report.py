@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .manifest import make_manifest, write_json
+from .manifest import git_commit, make_manifest, write_json
 from .report import format_cell, markdown_table, verdict
 
 IMAGE_METRICS = ("kid", "precision", "recall", "coverage", "fid")
@@ -271,10 +271,24 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
                                                       "sampler": spec.sampler, "pruner": spec.pruner,
                                                       "budget_settings": spec.budgets[budget]},
                              seed=None, wall_s=(previous.get("wall_s", 0.0) if report_only else wall_s),
-                             report_wall_s=round(time.time() - t0, 2), n_trials=len(trials))
+                             report_wall_s=round(time.time() - t0, 2), n_trials=len(trials),
+                             # the run that produced the trials (a --report run only redraws them)
+                             study_run=(previous.get("study_run") or {k: previous.get(k) for k in ("command", "git_commit", "wall_s")})
+                             if report_only else {"command": command, "git_commit": git_commit(), "wall_s": wall_s},
+                             trial_git_commits=_trial_commits(trials))
     write_json(out / "manifest.json", manifest)
     _print_table(table, label)
     return table
+
+
+def _trial_commits(trials: pd.DataFrame) -> list[str]:
+    """The git commits the trials' runs recorded (from each run directory's summary.json)."""
+    commits = set()
+    for run_dir in trials.get("run_dir", pd.Series(dtype=object)).dropna():
+        summary = Path(run_dir) / "summary.json"
+        if summary.is_file():
+            commits.add(json.loads(summary.read_text()).get("manifest", {}).get("git_commit", "unknown"))
+    return sorted(commits)
 
 
 def _print_table(table: pd.DataFrame, title: str) -> None:
