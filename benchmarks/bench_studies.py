@@ -1,13 +1,13 @@
 """Study-level performance (not a test): smoke wall times, worker scaling, and what pruning saves.
 
     python benchmarks/bench_studies.py smoke   [--studies a,b] [--results-dir results]
-    python benchmarks/bench_studies.py workers [--study freeze_ablation] [--seeds 3] [--repeats 2]
+    python benchmarks/bench_studies.py workers [--study freeze_ablation] [--budget smoke] [--seeds 3] [--repeats 2]
     python benchmarks/bench_studies.py pruning [--study lr_sweep] [--results-dir results]
     python benchmarks/bench_studies.py walltimes [--results-dir results]
 
 * ``smoke`` runs every study at the smoke budget from scratch (its DIR/NAME-smoke is removed first) and times
   the whole command, as a newcomer would run it. Outputs stay in DIR/NAME-smoke.
-* ``workers`` runs one study at the smoke budget with 1 and then 2 worker processes on this machine, each in a
+* ``workers`` runs one study (smoke budget by default) with 1 and then 2 worker processes on this machine, each in a
   fresh scratch directory, ``--repeats`` times each, and reports the median wall time and the speed-up.
 * ``pruning`` compares a study run with its spec's pruner (DIR/NAME) against the same study run with
   ``--pruner none`` (DIR/NAME-pruner-none): trial-rounds executed, best objective and the fraction of
@@ -83,11 +83,11 @@ def bench_workers(args) -> tuple[list[dict], list[str]]:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "baselines").symlink_to((ROOT / args.results_dir / "baselines").resolve())
-                wall, rc, tail = run_study([args.study, "--budget", "smoke", "--seeds", str(args.seeds),
+                wall, rc, tail = run_study([args.study, "--budget", args.budget, "--seeds", str(args.seeds),
                                             "--workers", str(workers), "--results-dir", tmp])
                 if rc != 0:
                     raise SystemExit(f"error: {args.study} with {workers} worker(s) exited {rc}: {tail}")
-                counts = trial_counts(Path(tmp) / f"{args.study}-smoke")
+                counts = trial_counts(Path(tmp) / (f"{args.study}-smoke" if args.budget == "smoke" else args.study))
             walls.append(wall)
             print(f"{workers} worker(s): {wall:.1f} s {counts}", flush=True)
         rows.append({"workers": workers, "wall_s": walls, "median_wall_s": statistics.median(walls), **counts})
@@ -95,7 +95,7 @@ def bench_workers(args) -> tuple[list[dict], list[str]]:
     lines = ["| workers | threads per worker | trials | median wall (s) | runs (s) |", "|---|---|---|---|---|"]
     lines += [f"| {r['workers']} | {'torch default' if r['workers'] == 1 else 1} | {r['complete']} | "
               f"{r['median_wall_s']:.1f} | {', '.join(f'{w:.1f}' for w in r['wall_s'])} |" for r in rows]
-    lines += ["", f"Speed-up of 2 workers over 1: **{speedup:.2f}x** ({args.study}, smoke budget, {args.seeds} seeds, "
+    lines += ["", f"Speed-up of 2 workers over 1: **{speedup:.2f}x** ({args.study}, {args.budget} budget, {args.seeds} seed(s), "
               f"{os.cpu_count()} CPU cores)."]
     return rows + [{"speedup_2_over_1": speedup}], lines
 
@@ -151,6 +151,7 @@ def main(argv=None) -> None:
     p.add_argument("--studies", default=None, help="smoke: comma-separated names (default: all)")
     p.add_argument("--study", default=None, help="workers: freeze_ablation; pruning: lr_sweep")
     p.add_argument("--seeds", type=int, default=3, help="workers: seeds per cell")
+    p.add_argument("--budget", default="smoke", choices=("smoke", "cpu"), help="workers: the study's budget")
     p.add_argument("--repeats", type=int, default=2, help="workers: runs per worker count")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default="results/benchmarks")
@@ -161,9 +162,10 @@ def main(argv=None) -> None:
                    "walltimes": bench_walltimes}[args.what](args)
     out = Path(args.out)
     command = " ".join(["python benchmarks/bench_studies.py"] + (argv if argv is not None else sys.argv[1:]))
-    write_json(out / f"study-{args.what}-cpu.json", {"rows": rows, "manifest": make_manifest(
+    stem = f"study-{args.what}" + (f"-{args.budget}" if args.what == "workers" else "") + "-cpu"
+    write_json(out / f"{stem}.json", {"rows": rows, "manifest": make_manifest(
         command=command, config=vars(args), seed=None, wall_s=time.time() - t0)})
-    (out / f"study-{args.what}-cpu.md").write_text(f"<!-- {command} -->\n" + "\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text(f"<!-- {command} -->\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

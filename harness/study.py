@@ -218,12 +218,36 @@ def make_storage(url: str, heartbeat: int, grace: int):
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     kwargs = dict(engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace)
     try:
-        return RDBStorage(url, heartbeat_stale_trial_callback=retry, **kwargs)
+        storage = RDBStorage(url, heartbeat_stale_trial_callback=retry, **kwargs)
     except TypeError:  # Optuna < 4: the older keyword
-        return RDBStorage(url, failed_trial_callback=retry, **kwargs)
+        storage = RDBStorage(url, failed_trial_callback=retry, **kwargs)
     finally:
         # Failed trials are reported in one line by the worker (with their reason attribute), not as tracebacks.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if url.startswith("sqlite"):
+        sqlite_immediate_transactions(storage.engine)
+    return storage
+
+
+def sqlite_immediate_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Under SQLite's default deferred transactions, two workers that each read and then write (Optuna popping a
+    waiting trial, a trial's tell racing a heartbeat) can deadlock on the lock upgrade, and SQLite then fails
+    one of them at once with "database is locked" instead of waiting out the busy timeout. Taken up front, the
+    lock makes them queue (for up to the 60 s busy timeout) instead.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite must not emit its own deferred BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are closed; new ones get them
 
 
 def make_sampler(spec: StudySpec, seed: int = 0):
@@ -390,9 +414,14 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
 
     total = study.user_attrs.get("trials") or 0
     with progress_bar(total, f"study {spec.name} [{budget}] worker {worker_id}") as bar:
+        storage_errors = 0
         while True:
-            fail_stale_trials(study)
-            trials_now = study.get_trials(deepcopy=False)
+            try:
+                fail_stale_trials(study)
+                trials_now = study.get_trials(deepcopy=False)
+            except optuna.exceptions.StorageInternalError as err:
+                storage_errors = _storage_error(spec.name, err, storage_errors)
+                continue
             finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
             bar.update(completed=len(finished))
             if not _next_trial_available(spec, trials, trials_now):
@@ -401,11 +430,18 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
                 time.sleep(min(5, heartbeat))  # a running trial may go stale and come back as a retry
                 continue
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-                last = study.get_trials(deepcopy=False)[-1]
-                if last.state.name in ("FAIL", "PRUNED") and not last.user_attrs.get("surplus"):
-                    print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: "
-                          f"{last.user_attrs.get('reason', 'see the run log')}", flush=True)
+                ended = []  # this worker's trial (the study's last trial may be another worker's)
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                               callbacks=[lambda _study, trial: ended.append(trial)])
+                storage_errors = 0
+                for last in ended:
+                    if last.state.name in ("FAIL", "PRUNED") and not last.user_attrs.get("surplus"):
+                        print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: "
+                              f"{last.user_attrs.get('reason', 'see the run log')}", flush=True)
+            except optuna.exceptions.StorageInternalError as err:
+                # The storage failed outside the objective (ask/tell). A trial left running without its heartbeat
+                # goes stale, is failed and retried; the worker itself carries on.
+                storage_errors = _storage_error(spec.name, err, storage_errors)
             except ValueError as err:
                 # Another worker judged this trial stale (a heartbeat delayed under load) and failed it while it
                 # ran; its retry, already enqueued with the same cell, resumes the finished run directory.
@@ -418,6 +454,18 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
                 print(f"{stop}; the interrupted trial was marked failed and will re-run (resuming its checkpoint) "
                       f"when the same command is run again", flush=True)
                 raise SystemExit(130) from None
+
+
+def _storage_error(name: str, err: Exception, count: int, limit: int = 20) -> int:
+    """One line per transient storage error, a short pause, and give up after ``limit`` in a row."""
+    count += 1
+    cause = err.__cause__ or err
+    print(f"[study {name}] storage error ({count}/{limit}), retrying: {type(cause).__name__}: {str(cause).splitlines()[0]}",
+          flush=True)
+    if count >= limit:
+        raise SystemExit(f"error: the study storage kept failing: {cause}")
+    time.sleep(min(30, 2 * count))
+    return count
 
 
 def _next_trial_available(spec: StudySpec, trials: int | None, trials_now) -> bool:

@@ -164,6 +164,25 @@ def test_pruner_override_prunes_poor_cells_early_and_is_stored_beside_the_canoni
     assert (res / "toy_study-smoke" / "study.db").is_file()
 
 
+def test_sqlite_storage_takes_the_write_lock_when_a_transaction_begins(tmp_path):
+    """Workers' transactions begin IMMEDIATE: while one is open (even one that only read so far), another
+    writer cannot start, so the two queue on the busy timeout instead of deadlocking on a lock upgrade."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    db = tmp_path / "s.db"
+    storage = study_mod.make_storage(f"sqlite:///{db}", heartbeat=10, grace=60)
+    with storage.engine.connect() as conn, conn.begin():
+        conn.execute(text("SELECT count(*) FROM studies")).scalar()
+        other = sqlite3.connect(db, timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # free again once the transaction ended
+    other.execute("ROLLBACK")
+    other.close()
+
+
 def _study_cmd(res):
     return [sys.executable, "-m", "harness.study", "toy_study", "--budget", "smoke", "--results-dir", str(res),
             "--threads", "1", "--heartbeat", "1", "--grace", "3"]
