@@ -28,7 +28,8 @@ TOY_METRICS = ("mmd2", "in_mode_fraction", "modes_covered")
 METRICS = IMAGE_METRICS + TOY_METRICS
 TABLE_COLUMNS = ["variant", "kid", "kid_std", "precision", "precision_std", "recall", "recall_std", "coverage",
                  "coverage_std", "fid", "fid_std", "mmd2", "mmd2_std", "in_mode_fraction", "in_mode_fraction_std",
-                 "n_seeds", "n_pruned", "n_failed", "rounds", "wall_s", "verdict", "source"]
+                 "n_seeds", "n_pruned", "n_failed", "rounds", "wall_s", "verdict", "kid_vs_ref", "kid_vs_ref_std",
+                 "mmd2_vs_ref", "mmd2_vs_ref_std", "verdict_vs_ref", "source"]
 
 
 def trials_frame(study) -> pd.DataFrame:
@@ -57,7 +58,28 @@ def _mean_std(values) -> tuple[float, float]:
     return float(s.mean()), float(s.std(ddof=1)) if len(vals) > 1 else float("nan")
 
 
-def variant_rows(trials: pd.DataFrame, rounds: int) -> list[dict]:
+def reference_variant(spec) -> str | None:
+    """Grid studies: the variant every other is compared with, paired by seed (each axis at its first value,
+    by convention the reference loop's setting or seed 000's as reported)."""
+    if spec.sampler != "grid":
+        return None
+    from .study import variant_label
+
+    return variant_label({a.name: next(iter(a.values)) for a in spec.axes})
+
+
+def paired_vs_reference(trials: pd.DataFrame, variant: str, reference: str, primary: str) -> dict:
+    """Per-seed difference variant - reference of the primary metric, over seeds where both completed."""
+    done = trials[trials.state == "COMPLETE"]
+    ref = done[done.variant == reference].set_index("seed")[primary]
+    var = done[done.variant == variant].set_index("seed")[primary]
+    deltas = [float(var[s] - ref[s]) for s in var.index.intersection(ref.index)
+              if pd.notna(var[s]) and pd.notna(ref[s])]
+    mean, std = _mean_std(deltas)
+    return {f"{primary}_vs_ref": mean, f"{primary}_vs_ref_std": std, "verdict_vs_ref": verdict(deltas) if deltas else ""}
+
+
+def variant_rows(trials: pd.DataFrame, rounds: int, reference: str | None = None) -> list[dict]:
     rows = []
     if trials.empty:
         return rows
@@ -72,6 +94,9 @@ def variant_rows(trials: pd.DataFrame, rounds: int) -> list[dict]:
         deltas = [(f - s) for f, s in zip(done[primary], done[f"start_{primary}"]) if f is not None and s is not None
                   and not (isinstance(f, float) and math.isnan(f))]
         row["verdict"] = verdict(deltas) if len(done) else "no completed seed"
+        if reference is not None:
+            row.update(paired_vs_reference(trials, variant, reference, primary) if variant != reference
+                       else {"verdict_vs_ref": "(reference variant)"})
         rows.append(row)
     return rows
 
@@ -107,10 +132,12 @@ def start_row(trials: pd.DataFrame) -> list[dict]:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    metric_cols = ["kid", "precision", "recall", "coverage", "fid"]
+    metric_cols, vs_ref = ["kid", "precision", "recall", "coverage", "fid"], ["kid_vs_ref", "verdict_vs_ref"]
     if table["kid"].isna().all() and "mmd2" in table and table["mmd2"].notna().any():
-        metric_cols = ["mmd2", "in_mode_fraction"]
-    return markdown_table(table, ["variant", *metric_cols, "n_seeds", "n_pruned", "rounds", "wall_s", "verdict"])
+        metric_cols, vs_ref = ["mmd2", "in_mode_fraction"], ["mmd2_vs_ref", "verdict_vs_ref"]
+    if table["verdict_vs_ref"].isna().all():
+        vs_ref = []
+    return markdown_table(table, ["variant", *metric_cols, "n_seeds", "n_pruned", "rounds", "wall_s", "verdict", *vs_ref])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +274,8 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     label = f"{spec.name} [{budget.upper()} budget{' - plumbing check only, not a result' if budget == 'smoke' else ''}]"
     trials = trials_frame(study)
     rounds = int(spec.budgets[budget]["rounds"])
-    rows = baseline_rows(results_dir, spec.baselines) + start_row(trials) + variant_rows(trials, rounds)
+    reference = reference_variant(spec)
+    rows = baseline_rows(results_dir, spec.baselines) + start_row(trials) + variant_rows(trials, rounds, reference)
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     table.insert(0, "budget", budget)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +285,9 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
               f"{spec.budgets[budget]['rounds']} rounds at batch {spec.budgets[budget]['batch_size']}, EMA generator "
               f"evaluated on {spec.budgets[budget]['eval_n']} samples (evaluator feature space). Variant rows: mean ± std "
               f"over completed seeds. Verdict vs the starting generator, paired per seed: a KID change smaller than twice "
-              f"its seed spread is not a change. Baseline rows come from `python -m harness.baselines` (their own n).\n\n")
+              f"its seed spread is not a change. Baseline rows come from `python -m harness.baselines` (their own n)."
+              + (f" `kid_vs_ref` / `verdict_vs_ref`: change against `{reference}`, paired per seed, same rule."
+                 if reference else "") + "\n\n")
     (out / "table.md").write_text(header + to_markdown(table))
     plot_curves(study, out / "curves.png", label)
     if not trials.empty:
@@ -296,9 +326,9 @@ def _print_table(table: pd.DataFrame, title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title)
-    cols = ["variant", "kid", "precision", "recall", "coverage", "n_seeds", "verdict"]
+    cols = ["variant", "kid", "precision", "recall", "coverage", "n_seeds", "verdict", "verdict_vs_ref"]
     if table["kid"].isna().all():
-        cols = ["variant", "mmd2", "in_mode_fraction", "n_seeds", "verdict"]
+        cols = ["variant", "mmd2", "in_mode_fraction", "n_seeds", "verdict", "verdict_vs_ref"]
     for c in cols:
         t.add_column(c)
     for _, r in table.iterrows():

@@ -124,6 +124,13 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     variants = table[table.source == "measured (this study)"]
     assert len(variants) == 3 and (variants.n_seeds == 2).all() and (table.budget == "smoke").all()
     assert "SMOKE" in (out / "table.md").read_text()
+    # each variant against the first (reference) variant, paired per seed
+    tr = pd.read_csv(out / "trials.csv")
+    ref = tr[tr.variant == "toy_lr=0.001"].set_index("seed").mmd2
+    other = tr[tr.variant == "toy_lr=0.0001"].set_index("seed").mmd2
+    row = variants.set_index("variant").loc["toy_lr=0.0001"]
+    assert row.mmd2_vs_ref == pytest.approx((other - ref).mean()) and row.mmd2_vs_ref_std == pytest.approx((other - ref).std())
+    assert variants.set_index("variant").loc["toy_lr=0.001"].verdict_vs_ref == "(reference variant)"
     trials = _trials(out / "study.db")
     assert sorted(study_mod.cell_key(t.params) for t in trials) == sorted(study_mod.cell_key(c) for c in grid_cells(load_study("toy_study"), 2))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
