@@ -249,12 +249,13 @@ def importance(study, out: Path) -> None:
     except (RuntimeError, ValueError) as err:  # e.g. all trials share one value
         (out / "importance.csv").write_text(f"# importance not computable: {err}\n")
         return
-    df = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})
+    # fANOVA over the completed trials only: with few of them (pruning stops most) it is a rough ranking
+    df = pd.DataFrame({"param": list(imp), "importance": list(imp.values()), "n_complete_trials": len(complete)})
     df.to_csv(out / "importance.csv", index=False)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(df) + 1))
     ax.barh(df.param[::-1], df.importance[::-1])
-    ax.set_xlabel("fANOVA importance for final KID")
+    ax.set_xlabel(f"fANOVA importance for final KID ({len(complete)} completed trials)")
     fig.savefig(out / "importance.png", dpi=130, bbox_inches="tight")
     plt.close(fig)
 
