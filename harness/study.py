@@ -515,9 +515,29 @@ def _all_value_configs(spec: StudySpec, budget: str) -> list[DIConfig]:
     return configs
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGTERM this worker when the coordinator dies, even by SIGKILL, so no orphan keeps
+    computing unseen. SIGTERM checkpoints a running trial, which re-runs when the same command is run again."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: an orphaned worker finishes the study on its own
+        return
+    if os.getppid() != parent_pid:  # the coordinator died before the request was in place
+        raise SystemExit(130)
+
+
+def _child_worker(parent_pid: int, *args) -> None:
+    _exit_with_parent(parent_pid)
+    worker(*args)
+
+
 def _spawn_workers(n: int, args: tuple) -> None:
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(*args[:-1], i, args[-1])) for i in range(n)]
+    procs = [ctx.Process(target=_child_worker, args=(os.getpid(), *args[:-1], i, args[-1])) for i in range(n)]
     for p in procs:
         p.start()
     for p in procs:

@@ -234,6 +234,49 @@ def test_study_survives_sigkill(toy_specs, tmp_path):
     assert (table[table.source == "measured (this study)"].n_seeds == 2).all()
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_workers_do_not_outlive_a_killed_coordinator(toy_specs, tmp_path):
+    """SIGKILL the command that spawned 2 workers: the workers stop too (no orphan keeps computing unseen)."""
+    toy_specs(rounds=3000, eval_every=1000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_PLAIN_PROGRESS": "1"}
+    proc = subprocess.Popen(_study_cmd(tmp_path / "res") + ["--workers", "2"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        workers = [k for k in _children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="ignore")]
+    assert len(workers) == 2
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.5)
+    alive = [w for w in workers if _alive(w)]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive
+
+
 def _pg_bin():
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     return found[-1].parent if found else None
