@@ -349,11 +349,17 @@ def _cell_taken(trial, params: dict) -> bool:
     for other in trial.study.get_trials(deepcopy=False):
         if other.number == trial.number or other.state == TrialState.FAIL or other.user_attrs.get("surplus"):
             continue
-        # enqueued (waiting) cells carry their params only as fixed params
-        params_other = other.params or other.system_attrs.get("fixed_params") or {}
+        params_other = trial_cell(other)
         if params_other and cell_key(params_other) == key:
             return True
     return False
+
+
+def trial_cell(trial) -> dict | None:
+    """A trial's grid cell: its enqueued (fixed) params, else its params once every one is suggested; None while
+    another worker is still in the middle of suggesting them (its ``params`` then lack the seed)."""
+    params = trial.system_attrs.get("fixed_params") or trial.params or {}
+    return params if "seed" in params else None
 
 
 def _record(trial, run_dir: Path, status: str, reason: str) -> None:
@@ -407,7 +413,24 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def objective(trial):
-        return run_trial(trial, spec, budget, seeds, out_path, threads)
+        try:
+            return run_trial(trial, spec, budget, seeds, out_path, threads)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # whatever failed, the trial carries a one-line reason (and the log a traceback)
+            import traceback
+
+            reason = f"{type(err).__name__}: {err}".splitlines()[0]
+            failures[trial.number] = reason
+            traceback.print_exc()
+            try:
+                if "reason" not in trial.user_attrs:
+                    trial.set_user_attr("reason", reason)
+            except Exception:  # the storage itself may be what failed
+                pass
+            raise
+
+    failures: dict[int, str] = {}
 
     from .checkpoint import Interrupted
     from .progress import progress_bar
@@ -436,8 +459,8 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
                 storage_errors = 0
                 for last in ended:
                     if last.state.name in ("FAIL", "PRUNED") and not last.user_attrs.get("surplus"):
-                        print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: "
-                              f"{last.user_attrs.get('reason', 'see the run log')}", flush=True)
+                        reason = last.user_attrs.get("reason") or failures.get(last.number, "see the run log")
+                        print(f"[study {spec.name}] trial {last.number} {last.state.name.lower()}: {reason}", flush=True)
             except optuna.exceptions.StorageInternalError as err:
                 # The storage failed outside the objective (ask/tell). A trial left running without its heartbeat
                 # goes stale, is failed and retried; the worker itself carries on.
@@ -488,7 +511,7 @@ def requeue_lost_cells(study, spec: StudySpec, seeds: int, max_failures: int = 3
     trials = study.get_trials(deepcopy=False)
     live, failures = set(), {}
     for t in trials:
-        params = t.params or (t.system_attrs.get("fixed_params") or {})
+        params = trial_cell(t)
         if not params or t.user_attrs.get("surplus"):
             continue
         key = cell_key(params)

@@ -143,6 +143,26 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     assert (out / "table.csv").read_text() == before
 
 
+def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp_path):
+    """Another worker's running trial whose params are half-suggested (the axis but not yet the seed) was read
+    as a cell and failed this worker's trial with KeyError: 'seed' (the two-worker test's intermittent failure)."""
+    toy_specs()
+    spec = load_study("toy_study")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="toy_study")
+    for cell in grid_cells(spec, 2):
+        study.enqueue_trial(cell)
+    busy = study.ask()  # popped the first cell; suggests its axis but not yet its seed
+    busy.suggest_categorical("toy_lr", list(spec.axes[0].values))
+    assert "seed" not in busy.params
+    mine = study.ask()
+    params = {"toy_lr": mine.suggest_categorical("toy_lr", list(spec.axes[0].values)),
+              "seed": mine.suggest_categorical("seed", [0, 1])}
+    assert not study_mod._cell_taken(mine, params)
+    first = grid_cells(spec, 2)[0]
+    assert study_mod._cell_taken(mine, first)  # the half-suggested trial still owns its enqueued cell
+    assert study_mod.requeue_lost_cells(study, spec, 2) == 0
+
+
 def test_two_workers_share_one_sqlite_study_without_duplicates(toy_specs, tmp_path):
     toy_specs()
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--workers", "2"])
