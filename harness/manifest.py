@@ -17,7 +17,7 @@ _COMMIT_AT_START: str | None = None
 
 def git_commit() -> str:
     """HEAD of the harness checkout when this process first asked (the code that ran), '+dirty' when
-    tracked files differed from it then."""
+    tracked files outside results/ differed from it then."""
     global _COMMIT_AT_START
     if _COMMIT_AT_START is None:
         _COMMIT_AT_START = _read_git_commit()
@@ -30,7 +30,8 @@ def _read_git_commit() -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # generated outputs (results/) do not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
