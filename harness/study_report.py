@@ -40,7 +40,7 @@ def trials_frame(study) -> pd.DataFrame:
         if t.user_attrs.get("surplus") or t.state in (TrialState.WAITING, TrialState.RUNNING):
             continue
         row = {"number": t.number, "state": t.state.name, "variant": t.user_attrs.get("variant"),
-               "seed": t.params.get("seed"), "value": t.value, **{k: v for k, v in t.params.items() if k != "seed"}}
+               "seed": t.params.get("seed", t.user_attrs.get("seed")), "value": t.value, **{k: v for k, v in t.params.items() if k != "seed"}}
         for k in ("status", "reason", "run_dir", "wall_s", "rounds_done", "score_gap", "kid_std"):
             row[k] = t.user_attrs.get(k)
         for m in METRICS:

@@ -163,6 +163,25 @@ def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp
     assert study_mod.requeue_lost_cells(study, spec, 2) == 0
 
 
+def test_tpe_study_does_not_search_over_the_seed(toy_specs, tmp_path):
+    """A TPE study assigns seeds round-robin (a searchable seed lets TPE chase evaluation noise) and writes the
+    importance of its real axes."""
+    root = toy_specs()
+    (root / "ablations" / "toy_lr_float.toml").write_text(
+        'name = "toy_lr_float"\nkind = "float"\nfield = "lr_gen"\nlow = 1e-4\nhigh = 3e-3\nlog = true\n')
+    spec_text = TOY_STUDY.format(rounds=20, eval_every=10).replace('axes = ["toy_lr"]', 'axes = ["toy_lr_float"]')
+    (root / "studies" / "toy_tpe.toml").write_text(spec_text.replace('sampler = "grid"', 'sampler = "tpe"')
+                                                   .replace('name = "toy_study"', 'name = "toy_tpe"'))
+    study_mod.main(["toy_tpe", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--threads", "1"])
+    st = optuna.load_study(study_name="toy_tpe", storage=f"sqlite:///{tmp_path / 'res' / 'toy_tpe-smoke' / 'study.db'}")
+    done = [t for t in st.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 4 and all(set(t.params) == {"toy_lr_float"} for t in done)
+    assert [t.user_attrs["seed"] for t in done] == [0, 1, 0, 1]
+    trials = pd.read_csv(tmp_path / "res" / "toy_tpe-smoke" / "trials.csv")
+    assert sorted(trials.seed) == [0, 0, 1, 1]
+    assert "seed" not in (tmp_path / "res" / "toy_tpe-smoke" / "importance.csv").read_text()
+
+
 def test_two_workers_share_one_sqlite_study_without_duplicates(toy_specs, tmp_path):
     toy_specs()
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--workers", "2"])
