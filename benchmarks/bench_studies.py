@@ -137,7 +137,8 @@ def bench_walltimes(args) -> tuple[list[dict], list[str]]:
             continue
         rows.append({"dir": m.parent.name, "study": cfg["study"], "budget": cfg.get("budget"),
                      "pruner": cfg.get("pruner"), "trials": manifest.get("n_trials"), "wall_s": manifest.get("wall_s"),
-                     "command": manifest.get("command"), "git_commit": manifest.get("git_commit")})
+                     "command": (manifest.get("study_run") or manifest).get("command"),
+                     "git_commit": (manifest.get("study_run") or manifest).get("git_commit")})
     lines = ["| results dir | study | budget | pruner | trials | wall (s) | command |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['dir']} | {r['study']} | {r['budget']} | {r['pruner']} | {r['trials']} | "
               f"{(r['wall_s'] or 0):.0f} | `{r['command']}` |" for r in rows]
