@@ -418,6 +418,8 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
     out_path = Path(out)
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
 
+    failures: dict[int, str] = {}  # trial number -> one-line reason, for the worker's message
+
     def objective(trial):
         try:
             return run_trial(trial, spec, budget, seeds, out_path, threads)
@@ -435,8 +437,6 @@ def worker(name: str, budget: str, seeds: int, url: str, out: str, trials: int |
             except Exception:  # the storage itself may be what failed
                 pass
             raise
-
-    failures: dict[int, str] = {}
 
     from .checkpoint import Interrupted
     from .progress import progress_bar
