@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.manifest import make_manifest, write_json
+from harness.report import markdown_table
 from harness.study import available_studies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,11 @@ def run_study(args: list[str], env_extra: dict | None = None) -> tuple[float, in
     wall = time.perf_counter() - t0
     tail = (proc.stdout + proc.stderr).strip().splitlines()
     return wall, proc.returncode, tail[-1] if tail else ""
+
+
+def table_lines(rows: list[dict], cols: list[str]) -> list[str]:
+    """The shared markdown table (``<col>_std`` shown as ± beside ``<col>``) as lines."""
+    return markdown_table(pd.DataFrame(rows), cols).splitlines()
 
 
 def trial_counts(study_dir: Path) -> dict:
@@ -67,9 +73,7 @@ def bench_smoke(args) -> tuple[list[dict], list[str]]:
         rows.append({"study": name, "wall_s": round(wall, 1), "exit_code": rc, **counts,
                      "within_3_min": wall <= 180, "last_line": tail[:120]})
         print(f"{name}: {wall:.1f} s, exit {rc}, {counts}", flush=True)
-    lines = ["| study | wall (s) | exit | complete | pruned | failed | <= 3 min |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['study']} | {r['wall_s']:.1f} | {r['exit_code']} | {r['complete']} | {r['pruned']} | "
-              f"{r['fail']} | {'yes' if r['within_3_min'] else 'NO'} |" for r in rows]
+    lines = table_lines(rows, ["study", "wall_s", "exit_code", "complete", "pruned", "fail", "within_3_min"])
     total = sum(r["wall_s"] for r in rows)
     lines += ["", f"All {len(rows)} studies: {total:.0f} s in total; median {statistics.median(r['wall_s'] for r in rows):.1f} s, "
               f"max {max(r['wall_s'] for r in rows):.1f} s (one worker, 2-thread torch, whole command incl. imports)."]
@@ -90,11 +94,10 @@ def bench_workers(args) -> tuple[list[dict], list[str]]:
                 counts = trial_counts(Path(tmp) / (f"{args.study}-smoke" if args.budget == "smoke" else args.study))
             walls.append(wall)
             print(f"{workers} worker(s): {wall:.1f} s {counts}", flush=True)
-        rows.append({"workers": workers, "wall_s": walls, "median_wall_s": statistics.median(walls), **counts})
+        rows.append({"workers": workers, "threads_per_worker": "torch default" if workers == 1 else 1, "wall_s": walls,
+                     "median_wall_s": statistics.median(walls), "runs_s": ", ".join(f"{w:.1f}" for w in walls), **counts})
     speedup = rows[0]["median_wall_s"] / rows[1]["median_wall_s"]
-    lines = ["| workers | threads per worker | trials | median wall (s) | runs (s) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['workers']} | {'torch default' if r['workers'] == 1 else 1} | {r['complete']} | "
-              f"{r['median_wall_s']:.1f} | {', '.join(f'{w:.1f}' for w in r['wall_s'])} |" for r in rows]
+    lines = table_lines(rows, ["workers", "threads_per_worker", "complete", "median_wall_s", "runs_s"])
     lines += ["", f"Speed-up of 2 workers over 1: **{speedup:.2f}x** ({args.study}, {args.budget} budget, {args.seeds} seed(s), "
               f"{os.cpu_count()} CPU cores)."]
     return rows + [{"speedup_2_over_1": speedup}], lines
@@ -119,10 +122,9 @@ def bench_pruning(args) -> tuple[list[dict], list[str]]:
                      "best_variant": best.variant if best is not None else "",
                      "wall_s": manifest.get("wall_s")})
     saved = 1 - rows[0]["trial_rounds"] / rows[1]["trial_rounds"]
-    lines = ["| run | pruner | trials | complete | pruned | trial-rounds | best final KID (± KID subset std) | best trial | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['pruner']} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['trial_rounds']} | "
-              f"{r['best_kid']:.4g} ± {r['best_kid_std']:.2g} | {r['best_variant']} | {r['wall_s']:.0f} |" for r in rows]
+    # best_kid is shown with its KID subset std (best_kid_std)
+    lines = table_lines(rows, ["run", "pruner", "trials", "complete", "pruned", "trial_rounds", "best_kid", "best_variant",
+                               "wall_s"])
     lines += ["", f"Trial-rounds saved by pruning: **{saved:.1%}** ({args.study}); best final KID "
               f"{rows[0]['best_kid']:.4g} with pruning against {rows[1]['best_kid']:.4g} without."]
     return rows + [{"fraction_saved": saved}], lines
@@ -139,9 +141,7 @@ def bench_walltimes(args) -> tuple[list[dict], list[str]]:
                      "pruner": cfg.get("pruner"), "trials": manifest.get("n_trials"), "wall_s": manifest.get("wall_s"),
                      "command": (manifest.get("study_run") or manifest).get("command"),
                      "git_commit": (manifest.get("study_run") or manifest).get("git_commit")})
-    lines = ["| results dir | study | budget | pruner | trials | wall (s) | command |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['dir']} | {r['study']} | {r['budget']} | {r['pruner']} | {r['trials']} | "
-              f"{(r['wall_s'] or 0):.0f} | `{r['command']}` |" for r in rows]
+    lines = table_lines(rows, ["dir", "study", "budget", "pruner", "trials", "wall_s", "command"])
     return rows, lines
 
 
