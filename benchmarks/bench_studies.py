@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.manifest import make_manifest, write_json
-from harness.report import markdown_table
+from harness.comparison import markdown_table
 from harness.study import available_studies
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,10 +3,10 @@
     python -m harness.baselines [--n 5000] [--results-dir results]
 
 Writes DIR/baselines/{table.csv, table.md, noise_n100.csv, metrics.png, samples.png, samples/*.png,
-manifest.json}. Every row is measured here in the evaluator's feature space against the 10,000 test
-images, except the ``seed000-table1`` rows, which hold the published numbers of seed 000 (their n=100,
-Inception-space metrics) and say so in ``source``. Error bars: ``kid_std`` is the std over KID's random
-subsets; the other ``*_std`` are the std across 5 disjoint folds of n/5 samples (conservative).
+manifest.json}. Every measured row scores n samples against the 10,000 test images with every registered
+metric in every feature space (``harness.scoring``), each with its 95% half-sample interval (``<key>_lo``,
+``<key>_hi``). The ``seed000-table1`` rows hold the published numbers of seed 000 (their n=100,
+Inception-space metrics) in their own ``published_*`` columns and their own markdown table: never measured here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import pandas as pd
 import torch
 
 from . import assets, metrics
+from . import scoring
 from .evaluation import featurise, generate
+from .feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
 from .manifest import git_commit, make_manifest, write_json
 from .plots import save_grid, save_grids_panel, save_metric_bars
 from .progress import progress_bar
@@ -29,14 +31,12 @@ from .teachers import default_sampler_kwargs
 
 SEED000_SOURCE = "published: seed 000 Table 1 (their n=100, Inception features) - not measured here"
 SEED000_ROWS = [  # the student report's own numbers, kept only as labelled reference rows
-    {"entry": "DM", "precision": 0.71, "recall": 0.59, "kid": 0.030831},
-    {"entry": "pretrained generator", "precision": 0.60, "recall": 0.48, "kid": 0.099935},
-    {"entry": "real data (theoretical)", "precision": 1.0, "recall": 1.0, "kid": 0.0},
+    {"entry": "DM", "published_precision": 0.71, "published_recall": 0.59, "published_kid_inception": 0.030831},
+    {"entry": "pretrained generator", "published_precision": 0.60, "published_recall": 0.48, "published_kid_inception": 0.099935},
+    {"entry": "real data (theoretical)", "published_precision": 1.0, "published_recall": 1.0, "published_kid_inception": 0.0},
 ]
 MODELS = ("real-test", "teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong")
-COLUMNS = ["model", "entry", "source", "precision", "precision_std", "recall", "recall_std", "density", "density_std",
-           "coverage", "coverage_std", "kid", "kid_std", "fid", "fid_std", "class_coverage", "class_entropy",
-           "n_samples", "nfe", "ms_per_image", "sampler"]
+INFO_COLUMNS = ["model", "entry", "source", "n_samples", "nfe", "ms_per_image", "sampler"]
 
 
 def model_sampler(model: str, asset_dir=None):
@@ -58,18 +58,23 @@ def real_images(n: int, seed: int, data_root=None) -> torch.Tensor:
     return images[idx]
 
 
-def measure(model: str, n: int, seed: int, evaluator, bank, asset_dir=None, data_root=None, noise_repeats: int = 20):
-    """One measured row, the images it used and its n=100 noise table."""
+def measure(model: str, n: int, seed: int, refs, asset_dir=None, data_root=None, noise_repeats: int = 20):
+    """One measured row (every metric in every space with its half-sample interval), the images it used and its
+    n=100 noise table (primary space)."""
     if model == "real-test":
         images, ms, nfe, sampler = real_images(n, seed, data_root), 0.0, 0, "FashionMNIST train split"
     else:
         sample_fn, shape, nfe, sampler = model_sampler(model, asset_dir)
         images, ms = generate(sample_fn, n, shape, seed)
-    feats, preds = featurise(evaluator, images)
-    row = metrics.compute_all(bank["features"], feats, fake_class_pred=preds, seed=seed)
-    row.update(metrics.fold_spread(bank["features"], feats, folds=5, seed=seed))
-    row.update(model=model, entry=model, source="measured", nfe=nfe, ms_per_image=ms, sampler=sampler)
-    noise = metrics.small_sample_noise(bank["features"], feats, n=100, repeats=noise_repeats, seed=seed)
+    evaluation = scoring.evaluate_images(images, refs)
+    row = {"model": model, "entry": model, "source": "measured", "n_samples": evaluation.n, "nfe": nfe,
+           "ms_per_image": ms, "sampler": sampler}
+    for k, v in evaluation.values.items():
+        row[k] = v
+        row[f"{k}_lo"], row[f"{k}_hi"] = evaluation.interval(k)
+    primary = refs[PRIMARY_SPACE]
+    feats, _ = featurise(primary.network, images)
+    noise = metrics.small_sample_noise(primary.features, feats, n=100, repeats=noise_repeats, seed=seed)
     noise.insert(0, "model", model)
     return row, images, noise
 
@@ -82,28 +87,28 @@ def frame_to_markdown(frame: pd.DataFrame) -> str:
 
 
 def _asset_fingerprint(model: str, asset_dir=None) -> str:
-    """sha256 of the asset file behind a row (the evaluator's too): a cached row is valid only for these bytes."""
+    """sha256 of the asset files behind a row (every feature space's too): a cached row is valid only for these bytes."""
     import hashlib
 
-    names = ["evaluator", "feature-bank"] + ([] if model == "real-test" else [model])
+    names = scoring.required_assets() + ([] if model == "real-test" else [model])
     h = hashlib.sha256()
     for name in names:
         h.update((assets.asset_dir(asset_dir) / f"{name}.pt").read_bytes())
     return h.hexdigest()[:16]
 
 
-def measure_cached(model: str, args, evaluator, bank):
+def measure_cached(model: str, args, refs):
     """``measure`` with a per-model cache in DIR/baselines/rows/: an interrupted table keeps its finished rows,
     and rows can be computed as soon as each asset exists (``--models``), then merged by a later full run."""
     cache = Path(args.results_dir) / "baselines" / "rows"
-    key = f"{model}-n{args.n}-seed{args.seed}-r{args.noise_repeats}-{_asset_fingerprint(model, args.asset_dir)}"
+    key = f"{model}-n{args.n}-seed{args.seed}-r{args.noise_repeats}-v2-{_asset_fingerprint(model, args.asset_dir)}"
     files = cache / f"{key}.json", cache / f"{key}.noise.csv", cache / f"{key}.images.pt"
     if all(f.is_file() for f in files):
         print(f"[baselines] {model}: reusing cached row {files[0].name}", flush=True)
         row = json.loads(files[0].read_text())
         return row, torch.load(files[2], weights_only=True), pd.read_csv(files[1])
     t0 = time.time()
-    row, images, noise = measure(model, args.n, args.seed, evaluator, bank, args.asset_dir, args.data_root, args.noise_repeats)
+    row, images, noise = measure(model, args.n, args.seed, refs, args.asset_dir, args.data_root, args.noise_repeats)
     row["_provenance"] = {"command": " ".join(["python -m harness.baselines"] + sys.argv[1:]), "git_commit": git_commit(),
                           "wall_s": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           "torch_threads": torch.get_num_threads()}
@@ -115,18 +120,30 @@ def measure_cached(model: str, args, evaluator, bank):
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    def fmt(v, std=None):
-        if pd.isna(v):
-            return ""
-        s = f"{v:.4g}" if isinstance(v, float) else str(v)
-        return s + (f" ± {std:.2g}" if std is not None and not pd.isna(std) else "")
+    """Measured rows: one table per feature space (fidelity | diversity | distance, each with its interval); seed
+    000's published rows in a table of their own."""
+    from .comparison import fmt
 
-    cols = ["model", "entry", "precision", "recall", "density", "coverage", "kid", "fid", "class_coverage", "n_samples", "nfe", "ms_per_image"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        cells = [fmt(r[c], r.get(f"{c}_std")) if c in ("precision", "recall", "density", "coverage", "kid", "fid") else fmt(r[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    measured = table[table.source == "measured"]
+    order = [m for g in ("fidelity", "diversity", "distance") for m in scoring.METRICS if scoring.METRICS[m].group == g]
+    parts = []
+    for space in FEATURE_SPACES:
+        if scoring.key(order[0], space) not in table:
+            continue
+        cols = ["model", "n"] + [f"{scoring.METRICS[m].header(space)} ({scoring.METRICS[m].group})" for m in order]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for _, r in measured.iterrows():
+            cells = [str(r.model), str(int(r.n_samples))]
+            for m in order:
+                k = scoring.key(m, space)
+                cells.append(fmt(r.get(k), r.get(f"{k}_lo"), r.get(f"{k}_hi"), scoring.METRICS[m].fmt))
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append(f"## Measured, {space} features (value [95% half-sample interval])\n\n" + "\n".join(lines) + "\n")
+    timing = measured[["model", "nfe", "ms_per_image", "sampler"]]
+    parts.append("## Samplers\n\n" + frame_to_markdown(timing) + "\n")
+    theirs = table[table.model == "seed000-table1"][["entry", "published_precision", "published_recall", "published_kid_inception", "n_samples"]]
+    parts.append(f"## Seed 000's Table 1 (published, not measured here: {SEED000_SOURCE})\n\n" + frame_to_markdown(theirs) + "\n")
+    return "\n".join(parts)
 
 
 def main(argv=None) -> None:
@@ -149,15 +166,14 @@ def main(argv=None) -> None:
     out = Path(args.results_dir) / "baselines"
     t0 = time.time()
     try:
-        evaluator, _ = assets.load_network("evaluator", args.asset_dir)
-        bank = assets.load_feature_bank(args.asset_dir)
+        refs = scoring.references(args.asset_dir)
     except assets.AssetNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
     rows, noise_tables, grids, provenance = [], [], {}, {}
     with progress_bar(len(args.models), "baselines") as bar:
         for model in args.models:
             try:
-                row, images, noise = measure_cached(model, args, evaluator, bank)
+                row, images, noise = measure_cached(model, args, refs)
             except (assets.AssetNotFoundError, RuntimeError) as err:  # DataNotFoundError is a RuntimeError
                 print(f"[baselines] skipping {model}: {err}", file=sys.stderr, flush=True)
                 bar.update(advance=1)
@@ -167,9 +183,10 @@ def main(argv=None) -> None:
             noise_tables.append(noise)
             grids[model] = images[:64]
             save_grid(images[:64], out / "samples" / f"{model}.png", title=model)
-            bar.update(advance=1, model=model, kid=row["kid"])
+            bar.update(advance=1, model=model)
     rows += [{"model": "seed000-table1", "source": SEED000_SOURCE, "n_samples": 100, **r} for r in SEED000_ROWS]
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    table = pd.DataFrame(rows)
+    table = table[INFO_COLUMNS + [c for c in table.columns if c not in INFO_COLUMNS]]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
     measured = table[table.source == "measured"].reset_index(drop=True)
@@ -179,9 +196,10 @@ def main(argv=None) -> None:
         summary.columns = [f"{a}_{b}" for a, b in summary.columns]
         summary = summary.reset_index()
         summary.to_csv(out / "noise_n100.csv", index=False)
-    header = (f"# Baselines (measured, n = {args.n} generated vs 10,000 test images; evaluator feature space)\n\n"
-              f"`kid ± std` over 100 subsets of 1000; other `±` = std over 5 disjoint folds of n/5. "
-              f"Rows `seed000-table1` are seed 000's published numbers (n=100, Inception space), not measured here. "
+    header = (f"# Baselines (measured, n = {args.n} generated vs 10,000 test images, every feature space)\n\n"
+              f"Each measured value carries its 95% interval from {scoring.HALF_SAMPLES} half-samples (one evaluation; "
+              f"see harness.scoring). KID and FID are raw values in each classifier's feature space, not Inception's. "
+              f"Seed 000's published numbers (n=100, Inception space) are in their own table at the end. "
               f"`real-test` scores {args.n} real FashionMNIST *training* images against the test bank: the floor each "
               f"metric reaches for real data at this n (the test set against itself would be trivially perfect). "
               f"`ms_per_image` is the wall time of generating the table's samples (batch 500, CPU threads as in the "
@@ -192,7 +210,7 @@ def main(argv=None) -> None:
                f"generated and 100 real samples per model)\n\n" + frame_to_markdown(summary) + "\n")
     (out / "table.md").write_text(md)
     if len(measured):
-        save_metric_bars(measured, out / "metrics.png", title=f"baselines, n={args.n} (error bars: KID subsets / 5 folds)")
+        save_metric_bars(measured, out / "metrics.png", title=f"baselines, n={args.n} (error bars: 95% half-sample intervals)")
         save_grids_panel(grids, out / "samples.png")
     write_json(out / "manifest.json", make_manifest(
         command=" ".join(["python -m harness.baselines"] + (argv if argv is not None else sys.argv[1:])), config=vars(args),

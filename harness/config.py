@@ -158,7 +158,10 @@ class DIConfig:
     eval_every: int = 50
     """Rounds between evaluations of the EMA generator (0: only at start and end)."""
     eval_n: int = 2000
-    """Samples per evaluation (>= 2,000 for meaningful KID/precision)."""
+    """Samples per curve evaluation (every ``eval_every`` rounds; curves and pruning only, never a verdict)."""
+    final_eval_n: int = 5000
+    """Samples of the start and final evaluations that tables and verdicts compare (every feature space, with
+    half-sample intervals). 5,000 like every baseline row, so all rows of a table share n."""
     ckpt_every_s: float = 60.0
     threads: int = 0
     """torch CPU threads (0 = torch default)."""
@@ -185,7 +188,7 @@ class DIConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.teacher == "toy-gmm" and self.aux_loss == "teacher":
             raise ConfigError("aux_loss=teacher needs a trained teacher; the toy's teacher is analytic")
-        for name in ("rounds", "batch_size", "aux_steps", "eval_n"):
+        for name in ("rounds", "batch_size", "aux_steps", "eval_n", "final_eval_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("gen_steps", "aux_warmup_steps", "eval_every", "threads"):
@@ -318,7 +321,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "ema_copy_buffers": True},
     "toy": {"teacher": "toy-gmm", "generator": "toy-mlp", "batch_size": 256, "rounds": 1500, "aux_init": "scratch",
             "aux_warmup_steps": 200, "lr_aux": 1e-3, "lr_gen": 1e-3, "ema_halflife_kimg": 5.0, "eval_every": 500,
-            "eval_n": 4000, "aux_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0),
+            "eval_n": 4000, "final_eval_n": 4000, "aux_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0),
             "gen_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0)},
 }
 

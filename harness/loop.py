@@ -7,11 +7,14 @@ Run directory (written before work starts, appended as it goes, resumable after 
     rounds.csv     one row per round: aux_loss, teacher_loss, surrogate, grad norms, score gap (mean and per
                    sigma bin), EMA beta, wall time (append-only; rows after the last checkpoint are dropped
                    on resume so nothing is duplicated)
-    evals.csv      every ``eval_every`` rounds (and round 0): metrics of the EMA generator
+    evals.csv      every ``eval_every`` rounds (and rounds 0 and last): curve metrics of the EMA generator on the
+                   first ``eval_n`` evaluation latents, every registered metric in every feature space
     grids/         sample grids of the EMA generator at each evaluation
     log.txt        readable log
     checkpoint.pt  G, EMA of G, aux, both optimisers, RNG, round
-    summary.json   status (completed / diverged / pruned), reason, start vs final metrics, wall time
+    summary.json   status (completed / diverged / pruned), reason, wall time, and the start and final evaluations
+                   on ``final_eval_n`` latents (values and half-samples, see harness.scoring) with their paired
+                   change and the run's own verdict (one seed: evaluation noise only)
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from .manifest import git_commit, make_manifest, write_json
 
 ROUND_COLUMNS = ["round", "kimg", "aux_loss", "teacher_loss", "aux_grad_norm", "surrogate", "gen_grad_norm",
                  "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "wall_s"]
-IMAGE_EVAL_KEYS = ("kid", "kid_std", "precision", "recall", "density", "coverage", "fid", "class_coverage")
 
 
 class Diverged(RuntimeError):
@@ -58,7 +60,9 @@ def required_assets(cfg: DIConfig) -> list[str]:
     """Shipped assets a run needs (none for the toy)."""
     if cfg.teacher == "toy-gmm":
         return []
-    names = [f"teacher-{cfg.teacher}", "evaluator", "feature-bank"]
+    from .scoring import required_assets as scoring_assets
+
+    names = [f"teacher-{cfg.teacher}", *scoring_assets()]
     return names + ([cfg.generator] if cfg.generator.startswith("gan-") else [])
 
 
@@ -129,37 +133,62 @@ def make_optimisers(cfg: DIConfig, nets: DINets):
 
 
 class Evaluator:
-    """Scores a generator on ``n`` samples from a fixed latent batch (same z at every evaluation, so
-    changes across rounds are the generator's, not the sampling noise's)."""
+    """Scores a generator on a fixed latent batch (the same z at every evaluation and, for one seed, in every
+    variant, so changes are the generator's, not the sampling noise's).
+
+    ``curve(G)``: the first ``eval_n`` latents, values only (curves, pruning). ``full(G)``: all ``final_eval_n``
+    latents, every metric in every feature space with half-samples (the start and final evaluations), plus the
+    curve values of its first ``eval_n`` samples, so every point of a curve has the same n."""
 
     def __init__(self, cfg: DIConfig, nets: DINets, asset_dir=None):
         self.cfg, self.toy = cfg, cfg.teacher == "toy-gmm"
         g = torch.Generator().manual_seed(10_000 + cfg.seed)
-        self.z = torch.randn((cfg.eval_n, *nets.latent_shape), generator=g)
+        self.z = torch.randn((max(cfg.eval_n, cfg.final_eval_n), *nets.latent_shape), generator=g)
         self.teacher = nets.teacher
         if not self.toy:
-            self.evaluator, _ = assets.load_network("evaluator", asset_dir)
-            self.bank = assets.load_feature_bank(asset_dir)
+            from .scoring import references
+
+            self.refs = references(asset_dir)
 
     @torch.no_grad()
-    def samples(self, generator: nn.Module, batch: int = 500) -> torch.Tensor:
+    def samples(self, generator: nn.Module, n: int, batch: int = 500) -> torch.Tensor:
         was = generator.training
         generator.eval()
         device = next(generator.parameters()).device
-        out = torch.cat([generator(self.z[i : i + batch].to(device)).cpu() for i in range(0, len(self.z), batch)])
+        out = torch.cat([generator(self.z[i : min(i + batch, n)].to(device)).cpu() for i in range(0, n, batch)])
         generator.train(was)
         return out
 
-    def __call__(self, generator: nn.Module) -> tuple[dict, torch.Tensor]:
-        x = self.samples(generator)
+    def _score(self, x: torch.Tensor, half_samples: int):
+        from .scoring import Evaluation, evaluate_features, featurise_all
+
         if self.toy:
             from .toy import toy_metrics
 
-            return toy_metrics(x, self.teacher, seed=self.cfg.seed), x
-        from .evaluation import evaluate_images
+            values = {k: float(v) for k, v in toy_metrics(x, self.teacher, seed=self.cfg.seed).items()}
+            return Evaluation(n=len(x), values=values), None
+        feats = featurise_all(x.clamp(-1, 1), self.refs)
+        return evaluate_features(feats, self.refs, half_samples), feats
 
-        m = evaluate_images(x.clamp(-1, 1), seed=self.cfg.seed, evaluator=self.evaluator, bank=self.bank)
-        return {k: m[k] for k in IMAGE_EVAL_KEYS + ("n_samples",)}, x
+    def curve(self, generator: nn.Module) -> tuple[dict, torch.Tensor]:
+        x = self.samples(generator, self.cfg.eval_n)
+        return self._score(x, 0)[0].values, x
+
+    def full(self, generator: nn.Module):
+        """(Evaluation on final_eval_n samples with half-samples, curve values on the first eval_n, samples)."""
+        from .scoring import evaluate_features
+
+        x = self.samples(generator, self.cfg.final_eval_n)
+        evaluation, feats = self._score(x, 0 if self.toy else HALF_SAMPLES_FULL)
+        n = self.cfg.eval_n
+        if self.toy:
+            curve = self._score(x[:n], 0)[0].values if n != len(x) else evaluation.values
+        else:
+            curve = evaluate_features({s: (f[:n], p[:n]) for s, (f, p) in feats.items()}, self.refs, 0).values
+        return evaluation, curve, x
+
+
+HALF_SAMPLES_FULL = 20
 
 
 def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:
@@ -246,20 +275,24 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     ckpt = Checkpoint(out / "checkpoint.pt", {"G": nets.generator, "G_ema": g_ema, "aux": nets.aux,
                                               "opt_aux": opt_aux, "opt_gen": opt_gen})
     log = (out / "log.txt").open("a")
-    state = {"start_metrics": None, "last_metrics": None}
+    state = {"start": None, "final": None}
 
     def say(msg: str) -> None:
         log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
         log.flush()
 
-    def run_eval(round_idx: int) -> dict:
-        metrics, x = evaluate(g_ema)
-        _append_csv(out / "evals.csv", {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000, **metrics},
-                    ["round", "kimg", *metrics.keys()])
-        save_samples_figure(x, out / "grids" / f"round_{round_idx:06d}.png", f"{cfg.preset} round {round_idx}",
-                            nets.teacher if cfg.teacher == "toy-gmm" else None)
-        say(f"eval round {round_idx}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-        state["last_metrics"] = metrics
+    def run_eval(round_idx: int, full: bool = False) -> dict:
+        """Curve evaluation (eval_n samples); ``full``: also the start/final evaluation on final_eval_n."""
+        if full:
+            evaluation, metrics, x = evaluate.full(g_ema)
+            state["start" if round_idx == 0 else "final"] = evaluation.to_dict()
+        else:
+            metrics, x = evaluate.curve(g_ema)
+        _append_csv(out / "evals.csv", {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000,
+                                        "n": cfg.eval_n, **metrics}, ["round", "kimg", "n", *metrics.keys()])
+        save_samples_figure(x[:64] if x.dim() == 4 else x[: cfg.eval_n], out / "grids" / f"round_{round_idx:06d}.png",
+                            f"{cfg.preset} round {round_idx}", nets.teacher if cfg.teacher == "toy-gmm" else None)
+        say(f"eval round {round_idx} (n={cfg.eval_n}): " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
 
     def on_start(start_round: int) -> None:
@@ -268,7 +301,7 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         _truncate_csv(out / "evals.csv", start_round - 1 if start_round == cfg.rounds else start_round)
         state.update(ckpt.extra or {})
         if start_round == 0:
-            state["start_metrics"] = run_eval(0)
+            run_eval(0, full=True)
             say(f"start {cfg.preset}: {json.dumps(cfg.to_dict(), default=str)}")
         else:
             say(f"resumed at round {start_round}")
@@ -315,8 +348,8 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     wall = 0.0
     try:
         wall = run_resumable(cfg.rounds, one_round, ckpt, cfg.ckpt_every_s, f"DI {cfg.preset}", on_start=on_start,
-                             extra_fn=lambda: {"start_metrics": state["start_metrics"]})
-        final = run_eval(cfg.rounds)
+                             extra_fn=lambda: {"start": state["start"]})
+        final = run_eval(cfg.rounds, full=True)
         if on_eval is not None:
             on_eval(cfg.rounds, final)
     except Diverged as err:
@@ -335,6 +368,25 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     return summary
 
 
+def run_verdict(cfg: DIConfig, start: dict | None, final: dict | None) -> dict:
+    """The run's own paired change final - start (half-sample intervals) and verdict: one seed, evaluation noise
+    only. The toy has no feature spaces or half-samples: its change is reported without an interval."""
+    from .scoring import Evaluation, is_metric_key
+    from .verdicts import paired_changes, verdict
+
+    a, b = Evaluation.from_dict(final), Evaluation.from_dict(start)
+    if a is None or b is None:
+        return {}
+    if cfg.teacher == "toy-gmm":
+        return {"change": {k: [a.values[k] - b.values[k], None, None] for k in a.values if k in b.values}}
+    keys = [k for k in a.values if is_metric_key(k)]
+    changes = paired_changes([a], [b], keys)
+    from .feature_spaces import FEATURE_SPACES
+
+    return {"change": {k: [c.mean, c.lo, c.hi] for k, c in changes.items()},
+            "verdict": verdict(changes, list(FEATURE_SPACES)) + " [1 seed: evaluation noise only]"}
+
+
 def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: dict, wall: float, commit: str,
                    command: str | None) -> dict:
     rounds_done = 0
@@ -342,8 +394,9 @@ def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: di
         with (out / "rounds.csv").open() as f:
             rounds_done = max(0, sum(1 for _ in f) - 1)
     summary = {"status": status, "reason": reason, "preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds,
-               "rounds_done": rounds_done, "start": state.get("start_metrics"), "final": state.get("last_metrics"),
+               "rounds_done": rounds_done, "start": state.get("start"), "final": state.get("final"),
                "wall_s": round(wall, 2)}
+    summary.update(run_verdict(cfg, state.get("start"), state.get("final")))
     summary["manifest"] = make_manifest(command=command or "harness.loop.train", config=cfg.to_dict(), seed=cfg.seed,
                                         wall_s=wall)
     summary["manifest"]["git_commit"] = commit

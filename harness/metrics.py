@@ -42,6 +42,12 @@ __all__ = [
     "class_histogram",
     "class_coverage",
     "class_entropy",
+    "class_tv",
+    "max_class_share",
+    "poly_kernel",
+    "kernel_sums",
+    "mmd2_unbiased",
+    "real_knn_distances",
     "compute_all",
     "small_sample_noise",
     "summarise_noise",
@@ -112,20 +118,13 @@ def knn_radii(feats: Tensor, k: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # k-NN manifold metrics
 # --------------------------------------------------------------------------------------------
-def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk: int = _CHUNK) -> dict:
-    """One pass over the (real x fake) distance matrix, `chunk` real rows at a time.
-
-    Rows are real points and the row chunks are the same as in _knn_radii_raw(real), so when
-    fake == real the cross distances are bit-identical to those the radii were taken from
-    (ties at the k-th neighbour are then counted consistently)."""
+def real_knn_distances(real: Tensor, kmax: int, chunk: int = _CHUNK) -> Tensor:
+    """(N, kmax): distances from each real point to its 1st..kmax-th nearest real neighbour (itself excluded),
+    computed on real-mean-centred features exactly as _prdc does. Depends on the real set only, so a caller
+    scoring many fake sets against one real set computes it once and passes it to _prdc."""
     real = _as_feats(real, "real")
-    fake = _as_feats(fake, "fake")
-    _check_same_dim(real, fake)
-    real, fake = _center(real, fake)
-    n, m = real.shape[0], fake.shape[0]
-    ks_real = [k for k in (k_pr, k_dc) if k is not None]
-    # one top-k pass over real-real distances serves both k's
-    kmax = max(ks_real)
+    real = real - real.mean(dim=0, keepdim=True)
+    n = real.shape[0]
     if not 1 <= kmax <= n - 1:
         raise ValueError(f"k must be in [1, N_real-1] = [1, {n - 1}], got k={kmax}")
     real_knn = torch.empty(n, kmax)
@@ -135,6 +134,24 @@ def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk:
         idx = torch.arange(s, e)
         d[idx - s, idx] = float("inf")
         real_knn[s:e] = d.topk(kmax, dim=1, largest=False).values
+    return real_knn
+
+
+def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk: int = _CHUNK,
+          real_knn: Tensor | None = None) -> dict:
+    """One pass over the (real x fake) distance matrix, `chunk` real rows at a time.
+
+    Rows are real points and the row chunks are the same as in _knn_radii_raw(real), so when
+    fake == real the cross distances are bit-identical to those the radii were taken from
+    (ties at the k-th neighbour are then counted consistently). ``real_knn``: real_knn_distances(real, >= k)."""
+    real = _as_feats(real, "real")
+    fake = _as_feats(fake, "fake")
+    _check_same_dim(real, fake)
+    kmax = max(k for k in (k_pr, k_dc) if k is not None)  # one top-k pass over real-real distances serves both k's
+    if real_knn is None or real_knn.shape[1] < kmax:
+        real_knn = real_knn_distances(real, kmax, chunk)
+    real, fake = _center(real, fake)
+    n, m = real.shape[0], fake.shape[0]
     r_pr = real_knn[:, k_pr - 1] if k_pr is not None else None
     r_dc = real_knn[:, k_dc - 1] if k_dc is not None else None
     r_fake = _knn_radii_raw(fake, k_pr, chunk) if k_pr is not None else None
@@ -221,6 +238,45 @@ def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000,
     return float(mean), float(std)
 
 
+def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
+    """KID's cubic polynomial kernel k(x, y) = (x.y / D + 1)^3: the dot products in float32 (relative error ~1e-7,
+    far below the metric's sampling noise), the cube in float64."""
+    return (a.float() @ b.float().T / a.shape[1] + 1).double() ** 3
+
+
+def kernel_sums(a: Tensor, b: Tensor | None = None, chunk: int = _CHUNK) -> Tensor:
+    """Row sums of k(a, b) over b (b = a: the diagonal k(a_i, a_i) excluded), chunked; float64 (len(a),)."""
+    a = _as_feats(a, "a")
+    other = a if b is None else _as_feats(b, "b")
+    out = torch.empty(len(a), dtype=torch.float64)
+    for s in range(0, len(a), chunk):
+        k = poly_kernel(a[s : s + chunk], other)
+        if b is None:
+            idx = torch.arange(s, min(s + chunk, len(a)))
+            k[idx - s, idx] = 0.0
+        out[s : s + chunk] = k.sum(1)
+    return out
+
+
+def mmd2_unbiased(k_rr_mean: float, k_ff: Tensor, k_fr_rowsum: Tensor, n_real: int, subset: Tensor | None = None) -> float:
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3) from kernel pieces: k_rr_mean = mean of k(x_i, x_j) over real
+    pairs i != j; k_ff = the (m, m) fake-fake kernel matrix (its diagonal ignored); k_fr_rowsum[j] = sum_i k(y_j, x_i).
+        MMD^2_u = mean_{j != l} k(y_j, y_l) + k_rr_mean - 2 mean_{i, j} k(x_i, y_j).
+    ``subset`` (indices into the fake set): the same estimate on those fake samples only, as a quadratic form
+    (no sub-matrix copy). With one subset equal to the whole sets this is exactly the value torchmetrics' KID
+    averages over its subsets."""
+    if subset is None:
+        w = torch.ones(k_ff.shape[0], dtype=torch.float64)
+    else:
+        w = torch.zeros(k_ff.shape[0], dtype=torch.float64)
+        w[subset] = 1.0
+    m = float(w.sum())
+    if m < 2:
+        raise ValueError("KID needs at least 2 fake samples")
+    k_ff_sum = w @ (k_ff @ w) - (w * k_ff.diagonal()).sum()
+    return float(k_ff_sum / (m * (m - 1)) + k_rr_mean - 2 * (w * k_fr_rowsum).sum() / (m * n_real))
+
+
 def fid(real: Tensor, fake: Tensor) -> float:
     """Fréchet distance between N(mu_r, S_r) and N(mu_f, S_f) fitted to the features (float64,
     unbiased covariances as in pytorch-fid/torchmetrics):
@@ -266,6 +322,22 @@ def class_coverage(hist: Tensor, min_fraction: float = 0.01) -> int:
     """Number of classes receiving at least `min_fraction` of the samples."""
     h = torch.as_tensor(hist, dtype=torch.float64)
     return int((h >= min_fraction).sum())
+
+
+def class_tv(hist: Tensor, reference_hist: Tensor) -> float:
+    """Total variation distance 1/2 sum_c |p_c - q_c| between two class histograms, in [0, 1]: 0 = the same class
+    balance; 0.15 = 15% of the samples would have to change class to match the reference."""
+    p = torch.as_tensor(hist, dtype=torch.float64).reshape(-1)
+    q = torch.as_tensor(reference_hist, dtype=torch.float64).reshape(-1)
+    if p.shape != q.shape:
+        raise ValueError(f"histograms differ in length: {p.numel()} vs {q.numel()}")
+    return float(0.5 * (p / p.sum() - q / q.sum()).abs().sum())
+
+
+def max_class_share(hist: Tensor) -> float:
+    """Share of the samples in the most frequent class (0.1 for a balanced 10-class set; 1 = one class only)."""
+    h = torch.as_tensor(hist, dtype=torch.float64).reshape(-1)
+    return float(h.max() / h.sum())
 
 
 def class_entropy(hist: Tensor) -> float:

@@ -222,6 +222,44 @@ class Evaluator(nn.Module):
         return self.classifier(self.features(x))
 
 
+class _ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(8, c_out), nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.GroupNorm(8, c_out),
+        )
+        self.skip = nn.Identity() if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.body(x) + self.skip(x))
+
+
+class ResNetEvaluator(nn.Module):
+    """A second FashionMNIST classifier, built differently from ``Evaluator`` on purpose (residual blocks,
+    GroupNorm, SiLU, strided downsampling, global average pooling, 64-d features), so that a metric's verdict
+    can be checked in a feature space that does not share the first one's inductive biases."""
+
+    def __init__(self, width: int = 24, feature_dim: int = 64, num_classes: int = 10):
+        super().__init__()
+        w = width
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, w, 3, padding=1, bias=False), nn.GroupNorm(8, w), nn.SiLU(),
+            _ResidualBlock(w, w, 1),
+            _ResidualBlock(w, 2 * w, 2),  # 14
+            _ResidualBlock(2 * w, 4 * w, 2),  # 7
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.features_head = nn.Sequential(nn.Linear(4 * w, feature_dim), nn.SiLU())
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_head(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 # ----------------------------------------------------------------------------------------------
 # Registry: name -> constructor. Checkpoints store (kind, config) and rebuild through here.
 
@@ -230,6 +268,7 @@ REGISTRY = {
     "dcgan-g": DCGANGenerator,
     "dcgan-d": DCGANDiscriminator,
     "evaluator": Evaluator,
+    "evaluator-resnet": ResNetEvaluator,
 }
 
 

@@ -48,18 +48,66 @@ def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: in
     plt.close(fig)
 
 
-def save_metric_bars(table, path: Path, metrics=("kid", "fid", "precision", "recall", "density", "coverage"), title=""):
-    """Point plot per metric with error bars from the ``<metric>_std`` columns."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2))
-    for ax, m in zip(axes, metrics):
-        err = table.get(f"{m}_std")
-        ax.errorbar(table[m], range(len(table)), xerr=err, fmt="o", capsize=3)
-        ax.set_yticks(range(len(table)), table["model"] if m == metrics[0] else [""] * len(table), fontsize=8)
-        ax.set_title(m)
-        ax.invert_yaxis()
-        ax.grid(alpha=0.3)
+def save_metric_bars(table, path: Path, title: str = ""):
+    """Point plot of every registered metric in every feature space (one row of panels per space), error bars
+    from the ``<key>_lo`` / ``<key>_hi`` columns (95% intervals)."""
+    from .feature_spaces import FEATURE_SPACES
+    from .scoring import METRICS, key
+
+    spaces = [s for s in FEATURE_SPACES if key("kid", s) in table]
+    metrics = list(METRICS)
+    fig, axes = plt.subplots(len(spaces), len(metrics), figsize=(2.6 * len(metrics), 2.8 * len(spaces)), squeeze=False)
+    for i, space in enumerate(spaces):
+        for j, m in enumerate(metrics):
+            ax, k = axes[i][j], key(m, space)
+            err = [table[k] - table[f"{k}_lo"], table[f"{k}_hi"] - table[k]]
+            ax.errorbar(table[k], range(len(table)), xerr=err, fmt="o", capsize=3)
+            ax.set_yticks(range(len(table)), table["model"] if j == 0 else [""] * len(table), fontsize=7)
+            ax.set_title(METRICS[m].header(space), fontsize=7)
+            ax.invert_yaxis()
+            ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def metric_curves(data, path, title: str) -> None:
+    """Metric-vs-round curves, one line per variant with a 95% confidence band over seeds (seaborn's bootstrap).
+    ``data``: one row per (variant, seed, round) with flat metric keys. Images: one row of panels per feature
+    space, one panel per verdict metric (registry order); the toy: its MMD² and in-mode fraction."""
+    import seaborn as sns
+
+    from .feature_spaces import FEATURE_SPACES
+    from .scoring import METRICS, key, verdict_metrics
+
+    if "mmd2" in data.columns:
+        grid = [[("mmd2", "MMD² (toy)"), ("in_mode_fraction", "in-mode fraction")]]
+    else:
+        grid = [[(key(m, s), METRICS[m].header(s)) for m in verdict_metrics() if key(m, s) in data.columns]
+                for s in FEATURE_SPACES]
+        grid = [row for row in grid if row]
+    if not grid:
+        return
+    ncols = max(len(r) for r in grid)
+    fig, axes = plt.subplots(len(grid), ncols, figsize=(4.2 * ncols, 3.3 * len(grid)), squeeze=False)
+    n = f", n={int(data['n'].iloc[0])}" if "n" in data.columns and data["n"].nunique() == 1 else ""
+    for i, row in enumerate(grid):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            col, label = row[j]
+            last = i == 0 and j == len(row) - 1
+            sns.lineplot(data=data, x="round", y=col, hue="variant", errorbar=("ci", 95), marker="o", ax=ax, legend=last)
+            ax.set_title(f"{label}{n}", fontsize=8)
+            ax.set_ylabel("")
+    if axes[0][len(grid[0]) - 1].get_legend() is not None:
+        sns.move_legend(axes[0][len(grid[0]) - 1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    fig.suptitle(f"{title}\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -2,7 +2,7 @@
 
     python -m harness.pretrain teacher edm|ddpm-huber|ddpm-mse [--kimg K] ...
     python -m harness.pretrain gan weak|strong [--epochs E] ...
-    python -m harness.pretrain evaluator [--epochs E] ...
+    python -m harness.pretrain evaluator [vgg|resnet] [--epochs E] ...   (default: every feature space)
     python -m harness.pretrain all
 
 Every job trains with one resumable loop: a checkpoint (networks, optimisers, EMA, data-stream and RNG
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import assets as assets_mod
+from . import feature_spaces
 from .data import BatchStream, data_checksum, find_data_root, load_split
 from .manifest import git_commit, make_manifest
 from .networks import build, count_parameters
@@ -145,25 +146,29 @@ def train_gan(name: str, args) -> dict:
                  params=count_parameters(G), metrics=metrics)
 
 
-def train_evaluator(args) -> dict:
-    torch.manual_seed(args.seed)
+def train_evaluator(space_name: str, args) -> dict:
+    """Train one feature space's classifier (``harness.feature_spaces``) and write it with its test feature bank."""
+    space = feature_spaces.get(space_name)
+    seed = space.seed + args.seed
+    torch.manual_seed(seed)
     images, labels = load_split("train", args.data_root)
     test_x, test_y = load_split("test", args.data_root)
-    epochs = args.epochs if args.epochs is not None else 4
+    epochs = args.epochs if args.epochs is not None else space.epochs
     steps = _cap(epochs * (len(images) // args.batch_size), args)
-    net_cfg = {"width": 32, "feature_dim": 128}
-    cfg = TrainConfig(job="evaluator", steps=steps, batch_size=args.batch_size, lr=1e-3, seed=args.seed,
-                      extra={"epochs": epochs, "net": net_cfg, "augment": "random horizontal flip"})
-    net = build("evaluator", **net_cfg).train()
+    cfg = TrainConfig(job=space.network_asset, steps=steps, batch_size=args.batch_size, lr=1e-3, seed=seed,
+                      extra={"epochs": epochs, "net": space.net, "feature_space": space.name,
+                             "augment": "random horizontal flip" if space.flip_augment else "none"})
+    net = build(space.kind, **space.net).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr * 3, total_steps=steps)
     stream = BatchStream(images, labels, cfg.batch_size, seed=cfg.seed)
-    ckpt = Checkpoint(Path(args.run_dir) / "evaluator.ckpt", {"net": net, "opt": opt, "sched": sched, "stream": stream})
+    ckpt = Checkpoint(Path(args.run_dir) / f"{space.network_asset}.ckpt", {"net": net, "opt": opt, "sched": sched, "stream": stream})
 
     def step_fn(step: int) -> dict:
         x, y = stream.next()
-        flip = torch.rand(x.shape[0]) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if space.flip_augment:
+            flip = torch.rand(x.shape[0]) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,22 +176,20 @@ def train_evaluator(args) -> dict:
         sched.step()
         return {"loss": loss.item(), "epoch": stream.epoch}
 
-    wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, "evaluator")
+    wall = run_resumable(cfg.steps, step_fn, ckpt, args.ckpt_every, space.network_asset)
     net.eval()
-    with torch.no_grad():
-        feats, preds = [], []
-        for i in range(0, len(test_x), 1000):
-            f = net.features(test_x[i : i + 1000])
-            feats.append(f)
-            preds.append(net.classifier(f).argmax(1))
-        feats, preds = torch.cat(feats), torch.cat(preds)
+    from .evaluation import featurise
+
+    feats, preds = featurise(net, test_x)
     accuracy = (preds == test_y).float().mean().item()
-    entry = _save("evaluator", "evaluator", {"net": net_cfg}, net.state_dict(), cfg, wall, args,
-                  params=count_parameters(net), metrics={"test_accuracy": accuracy, "n_test": len(test_y)})
-    bank_cfg = {"split": "test", "n": len(test_y), "feature_dim": feats.shape[1]}
-    _save("feature-bank", "feature-bank", bank_cfg, {"features": feats, "labels": test_y}, cfg, 0.0, args,
-          params=0, metrics={"n": len(test_y)}, notes={"made_by": "evaluator job: penultimate features of the test split"})
-    print(f"[evaluator] test accuracy {accuracy:.4f} on {len(test_y)} images", flush=True)
+    entry = _save(space.network_asset, space.kind, {"net": space.net, "feature_space": space.name}, net.state_dict(), cfg,
+                  wall, args, params=count_parameters(net), metrics={"test_accuracy": accuracy, "n_test": len(test_y)},
+                  notes={"feature_space": space.name, "description": space.description})
+    bank_cfg = {"split": "test", "n": len(test_y), "feature_dim": feats.shape[1], "feature_space": space.name}
+    _save(space.bank_asset, "feature-bank", bank_cfg, {"features": feats, "labels": test_y}, cfg, 0.0, args,
+          params=0, metrics={"n": len(test_y)},
+          notes={"made_by": f"evaluator job ({space.name}): penultimate features of the test split"})
+    print(f"[{space.network_asset}] test accuracy {accuracy:.4f} on {len(test_y)} images", flush=True)
     return entry
 
 
@@ -218,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.pretrain", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("job", choices=["teacher", "gan", "evaluator", "all"], help="what to (re)train")
-    p.add_argument("name", nargs="?", help="teacher: edm | ddpm-huber | ddpm-mse; gan: weak | strong")
+    p.add_argument("name", nargs="?", help="teacher: edm | ddpm-huber | ddpm-mse; gan: weak | strong; "
+                                           f"evaluator: {' | '.join(feature_spaces.FEATURE_SPACES)} (default: all)")
     p.add_argument("--kimg", type=float, default=None, help=f"teacher training length in thousands of images (default {TEACHER_KIMG})")
     p.add_argument("--epochs", type=int, default=None, help="GAN / evaluator epochs (default: weak 3, strong 10, evaluator 4)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -251,13 +255,16 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: gan name must be one of {', '.join(GAN_PRESETS)} (got {args.name!r})")
         jobs = [("gan", args.name)]
     elif args.job == "evaluator":
-        jobs = [("evaluator", None)]
+        if args.name is not None and args.name not in feature_spaces.FEATURE_SPACES:
+            raise SystemExit(f"error: evaluator name must be one of {', '.join(feature_spaces.FEATURE_SPACES)} (got {args.name!r})")
+        jobs = [("evaluator", n) for n in ([args.name] if args.name else feature_spaces.FEATURE_SPACES)]
     else:
-        jobs = [("evaluator", None)] + [("gan", n) for n in GAN_PRESETS] + [("teacher", n) for n in TEACHER_PRESETS]
+        jobs = ([("evaluator", n) for n in feature_spaces.FEATURE_SPACES] + [("gan", n) for n in GAN_PRESETS]
+                + [("teacher", n) for n in TEACHER_PRESETS])
     from .data import DataNotFoundError
 
     for job, name in jobs:
-        ckpt_name = "evaluator" if job == "evaluator" else f"{job}-{name}"
+        ckpt_name = feature_spaces.get(name).network_asset if job == "evaluator" else f"{job}-{name}"
         if args.restart:
             (Path(args.run_dir) / f"{ckpt_name}.ckpt").unlink(missing_ok=True)
         try:
@@ -266,7 +273,7 @@ def main(argv=None) -> None:
             elif job == "gan":
                 train_gan(name, args)
             else:
-                train_evaluator(args)
+                train_evaluator(name, args)
         except DataNotFoundError as err:
             raise SystemExit(f"error: {err}") from None
         except Interrupted as stop:

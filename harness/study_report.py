@@ -1,8 +1,9 @@
 """Tables and plots of a study, regenerated from its Optuna storage (plus the run directories it names).
 
 Writes into DIR/NAME (DIR/NAME-smoke for the smoke budget):
-    table.csv, table.md   one row per variant (mean ± std over seeds) beside the baseline rows and the
-                          generator's starting point; verdict vs the starting generator
+    table.csv, table.md   one row per variant (mean and 95% interval over seeds, every metric in every feature
+                          space) beside the baseline rows and the starting generator; paired changes and verdicts
+                          vs the starting generator and (grid studies) vs the reference variant
     trials.csv            one row per trial (state, metrics, reason, run directory)
     curves.png            KID and precision/recall of the EMA generator against rounds, one line per variant
     diagnostics.png       aux loss, score gap by noise level, generator grad norm
@@ -20,19 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .comparison import INTERVALS_NOTE, TOY_METRICS, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import git_commit, make_manifest, write_json
-from .report import format_cell, markdown_table, verdict
+from .scoring import Evaluation, is_metric_key
 
-IMAGE_METRICS = ("kid", "precision", "recall", "coverage", "fid")
-TOY_METRICS = ("mmd2", "in_mode_fraction", "modes_covered")
-METRICS = IMAGE_METRICS + TOY_METRICS
-TABLE_COLUMNS = ["variant", "kid", "kid_std", "precision", "precision_std", "recall", "recall_std", "coverage",
-                 "coverage_std", "fid", "fid_std", "mmd2", "mmd2_std", "in_mode_fraction", "in_mode_fraction_std",
-                 "n_seeds", "n_pruned", "n_failed", "rounds", "wall_s", "verdict", "kid_vs_ref", "kid_vs_ref_std",
-                 "mmd2_vs_ref", "mmd2_vs_ref_std", "verdict_vs_ref", "source"]
 
 
 def trials_frame(study) -> pd.DataFrame:
+    """One row per trial: state, variant, seed, params, status and reason, run directory, final and start value
+    of every metric (flat keys), the run's own verdict."""
     from optuna.trial import TrialState
 
     rows = []
@@ -41,21 +38,30 @@ def trials_frame(study) -> pd.DataFrame:
             continue
         row = {"number": t.number, "state": t.state.name, "variant": t.user_attrs.get("variant"),
                "seed": t.params.get("seed", t.user_attrs.get("seed")), "value": t.value, **{k: v for k, v in t.params.items() if k != "seed"}}
-        for k in ("status", "reason", "run_dir", "wall_s", "rounds_done", "score_gap", "kid_std"):
+        for k in ("status", "reason", "run_dir", "wall_s", "rounds_done", "score_gap", "verdict"):
             row[k] = t.user_attrs.get(k)
-        for m in METRICS:
-            row[m] = t.user_attrs.get(m)
-            row[f"start_{m}"] = t.user_attrs.get(f"start_{m}")
+        for k, v in t.user_attrs.items():
+            if isinstance(v, (int, float)) and (is_metric_key(k.removeprefix("start_")) or k.removeprefix("start_") in TOY_METRICS):
+                row[k] = v
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _mean_std(values) -> tuple[float, float]:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return float("nan"), float("nan")
-    s = pd.Series(vals)
-    return float(s.mean()), float(s.std(ddof=1)) if len(vals) > 1 else float("nan")
+def run_records(study) -> list[RunRecord]:
+    from optuna.trial import TrialState
+
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus") or t.state in (TrialState.WAITING, TrialState.RUNNING) or not t.user_attrs.get("variant"):
+            continue
+        ev = t.user_attrs.get("evaluation") or {}
+        status = "completed" if t.state == TrialState.COMPLETE else t.user_attrs.get("status") or t.state.name.lower()
+        if t.state == TrialState.PRUNED and status == "completed":
+            status = "pruned"
+        records.append(RunRecord(variant=t.user_attrs["variant"], seed=int(t.params.get("seed", t.user_attrs.get("seed", 0))),
+                                 status=status, start=Evaluation.from_dict(ev.get("start")),
+                                 final=Evaluation.from_dict(ev.get("final")), wall_s=t.user_attrs.get("wall_s")))
+    return records
 
 
 def reference_variant(spec) -> str | None:
@@ -68,76 +74,24 @@ def reference_variant(spec) -> str | None:
     return variant_label({a.name: next(iter(a.values)) for a in spec.axes})
 
 
-def paired_vs_reference(trials: pd.DataFrame, variant: str, reference: str, primary: str) -> dict:
-    """Per-seed difference variant - reference of the primary metric, over seeds where both completed."""
-    done = trials[trials.state == "COMPLETE"]
-    ref = done[done.variant == reference].set_index("seed")[primary]
-    var = done[done.variant == variant].set_index("seed")[primary]
-    deltas = [float(var[s] - ref[s]) for s in var.index.intersection(ref.index)
-              if pd.notna(var[s]) and pd.notna(ref[s])]
-    mean, std = _mean_std(deltas)
-    return {f"{primary}_vs_ref": mean, f"{primary}_vs_ref_std": std, "verdict_vs_ref": verdict(deltas) if deltas else ""}
-
-
-def variant_rows(trials: pd.DataFrame, rounds: int, reference: str | None = None) -> list[dict]:
-    rows = []
-    if trials.empty:
-        return rows
-    for variant, group in trials.groupby("variant", sort=False):
-        done = group[group.state == "COMPLETE"]
-        row = {"variant": variant, "n_seeds": len(done), "n_pruned": int((group.state == "PRUNED").sum()),
-               "n_failed": int((group.state == "FAIL").sum()), "rounds": rounds, "source": "measured (this study)"}
-        for m in METRICS:
-            row[m], row[f"{m}_std"] = _mean_std(done[m]) if len(done) else (float("nan"), float("nan"))
-        row["wall_s"] = _mean_std(group.wall_s)[0]
-        primary = "kid" if "kid" in done and done["kid"].notna().any() else "mmd2"
-        deltas = [(f - s) for f, s in zip(done[primary], done[f"start_{primary}"]) if f is not None and s is not None
-                  and not (isinstance(f, float) and math.isnan(f))]
-        row["verdict"] = verdict(deltas) if len(done) else "no completed seed"
-        if reference is not None:
-            row.update(paired_vs_reference(trials, variant, reference, primary) if variant != reference
-                       else {"verdict_vs_ref": "(reference variant)"})
-        rows.append(row)
-    return rows
-
-
-def baseline_rows(results_dir: Path, names: tuple[str, ...]) -> list[dict]:
+def baseline_rows(results_dir: Path, names: tuple[str, ...], keys: list[str]) -> list[dict]:
     """Measured rows of the testbed's baseline table (python -m harness.baselines), as they were computed."""
     path = Path(results_dir) / "baselines" / "table.csv"
     if not names:
         return []
     if not path.is_file():
-        return [{"variant": "(baselines missing: run python -m harness.baselines)", "source": "-"}]
+        return [{"variant": "(baselines missing: run python -m harness.baselines)", "kind": "baseline", "source": "-"}]
     table = pd.read_csv(path)
     table = table[(table.source == "measured") & table.model.isin(names)]
     rows = []
     for _, r in table.iterrows():
-        row = {"variant": f"baseline: {r.model}", "source": f"harness.baselines (n={int(r.n_samples)})"}
-        for m in METRICS:
-            row[m] = r.get(m)
-            row[f"{m}_std"] = r.get(f"{m}_std")
+        row = {"variant": f"baseline: {r.model}", "kind": "baseline", "n": int(r.n_samples), "n_seeds": 1,
+               "source": "harness.baselines (one evaluation)"}
+        for k in keys:
+            for suffix in ("", "_lo", "_hi"):
+                row[k + suffix] = r.get(k + suffix)
         rows.append(row)
     return rows
-
-
-def start_row(trials: pd.DataFrame) -> list[dict]:
-    if trials.empty or all(c not in trials or trials[c].isna().all() for c in ("start_kid", "start_mmd2")):
-        return []
-    primary = "start_kid" if "start_kid" in trials and trials.start_kid.notna().any() else "start_mmd2"
-    row = {"variant": "starting generator (before DI)", "source": "measured (round 0 of each trial)",
-           "n_seeds": int(trials[primary].notna().sum())}
-    for m in METRICS:
-        row[m], row[f"{m}_std"] = _mean_std(trials[f"start_{m}"])
-    return [row]
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    metric_cols, vs_ref = ["kid", "precision", "recall", "coverage", "fid"], ["kid_vs_ref", "verdict_vs_ref"]
-    if table["kid"].isna().all() and "mmd2" in table and table["mmd2"].notna().any():
-        metric_cols, vs_ref = ["mmd2", "in_mode_fraction"], ["mmd2_vs_ref", "verdict_vs_ref"]
-    if table["verdict_vs_ref"].isna().all():
-        vs_ref = []
-    return markdown_table(table, ["variant", *metric_cols, "n_seeds", "n_pruned", "rounds", "wall_s", "verdict", *vs_ref])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +108,7 @@ def _plt():
 
 
 def plot_curves(study, path: Path, title: str) -> None:
-    import seaborn as sns
+    from .plots import metric_curves
 
     frames = []
     for t in study.get_trials(deepcopy=False):
@@ -163,21 +117,8 @@ def plot_curves(study, path: Path, title: str) -> None:
             df = pd.DataFrame(evals)
             df["variant"] = t.user_attrs["variant"]
             frames.append(df)
-    if not frames:
-        return
-    data = pd.concat(frames)
-    metrics = [m for m in ("kid", "precision", "recall", "mmd2", "in_mode_fraction") if m in data.columns]
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6))
-    for ax, m in zip(axes, metrics):
-        sns.lineplot(data=data, x="round", y=m, hue="variant", errorbar="sd", marker="o", ax=ax, legend=m == metrics[-1])
-        ax.set_title(f"{m} of the EMA generator (mean ± sd over seeds)", fontsize=9)
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    if frames:
+        metric_curves(pd.concat(frames), path, title)
 
 
 def plot_diagnostics(trials: pd.DataFrame, path: Path, title: str) -> None:
@@ -274,22 +215,28 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
         raise SystemExit(f"error: no study {spec.name!r} in {url}; run `python -m harness.study {spec.name}` first") from None
     label = f"{spec.name} [{budget.upper()} budget{' - plumbing check only, not a result' if budget == 'smoke' else ''}]"
     trials = trials_frame(study)
-    rounds = int(spec.budgets[budget]["rounds"])
+    records = run_records(study)
     reference = reference_variant(spec)
-    rows = baseline_rows(results_dir, spec.baselines) + start_row(trials) + variant_rows(trials, rounds, reference)
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    keys = ["mmd2", "in_mode_fraction", "modes_covered"] if is_toy(records) else image_keys(records)
+    rows = ([] if is_toy(records) else baseline_rows(results_dir, spec.baselines, keys)) + start_row(records, keys) \
+        + variant_rows(records, keys, reference)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        table = pd.DataFrame(columns=["variant", "kind", "n", "n_seeds", "evidence", "verdict"])
     table.insert(0, "budget", budget)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
+    b = spec.budgets[budget]
+    from .study import objective_name
+
     header = (f"# {label}\n\n{spec.description}\n\nPreset `{spec.preset}`; axes: {', '.join(a.name for a in spec.axes)}; "
-              f"{spec.budgets[budget]['rounds']} rounds at batch {spec.budgets[budget]['batch_size']}, EMA generator "
-              f"evaluated on {spec.budgets[budget]['eval_n']} samples (evaluator feature space). Variant rows: mean ± std "
-              f"over completed seeds. Verdict vs the starting generator, paired per seed: a KID change smaller than twice "
-              f"its seed spread is not a change. Baseline rows come from `python -m harness.baselines` (their own n)."
-              + (f" `kid_vs_ref` / `verdict_vs_ref`: change against `{reference}`, paired per seed, same rule."
-                 if reference else "") + "\n\n")
-    (out / "table.md").write_text(header + to_markdown(table))
+              f"{b['rounds']} rounds at batch {b['batch_size']}. Start and final evaluations of the EMA generator: "
+              f"{n_note(table)}, in every feature space. Study objective: {objective_name(spec, budget)}. "
+              f"Variant rows: mean over completed seeds; the start row: one evaluation per seed. "
+              + (f"Verdict vs reference: each variant against `{reference}`, paired per seed (same evaluation latents). "
+                 if reference else "") + INTERVALS_NOTE + "\n\n")
+    (out / "table.md").write_text(header + to_markdown(table, keys, reference))
     plot_curves(study, out / "curves.png", label)
     if not trials.empty:
         plot_diagnostics(trials, out / "diagnostics.png", label)
@@ -326,13 +273,20 @@ def _print_table(table: pd.DataFrame, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .comparison import fmt
+    from .feature_spaces import PRIMARY_SPACE
+
     t = Table(title=title)
-    cols = ["variant", "kid", "precision", "recall", "coverage", "n_seeds", "verdict", "verdict_vs_ref"]
-    if table["kid"].isna().all():
-        cols = ["variant", "mmd2", "in_mode_fraction", "n_seeds", "verdict", "verdict_vs_ref"]
-    for c in cols:
-        t.add_column(c)
+    cols = [("row", "variant", None), ("seeds", "n_seeds", None), ("n", "n", None)]
+    if "mmd2" in table:
+        cols += [("MMD²", "mmd2", ".4g")]
+    else:
+        cols += [(f"{m} ({PRIMARY_SPACE})", f"{m}_{PRIMARY_SPACE}", ".3f" if m in ("precision", "recall", "class_tv") else ".4g")
+                 for m in ("fid", "kid", "precision", "recall", "class_tv")]
+    cols += [("verdict vs start", "verdict", None), ("verdict vs reference", "verdict_vs_ref", None)]
+    cols = [c for c in cols if c[1] in table]
+    for name, _, _ in cols:
+        t.add_column(name)
     for _, r in table.iterrows():
-        cells = [format_cell(r.get(c)) for c in cols]
-        t.add_row(*cells)
-    Console(width=160).print(t)
+        t.add_row(*[fmt(r.get(c), r.get(f"{c}_lo"), r.get(f"{c}_hi"), spec) if spec else fmt(r.get(c)) for _, c, spec in cols])
+    Console(width=200).print(t)

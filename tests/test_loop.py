@@ -129,9 +129,20 @@ def test_image_presets_smoke(preset_name, tmp_path):
     """Two rounds at batch 8 on the shipped assets: every image setting builds, steps and evaluates."""
     if not (assets.ASSET_DIR / "teacher-ddpm-huber.pt").is_file():
         pytest.fail("shipped assets missing: run `python -m harness.pretrain all`")
-    cfg = apply_overrides(preset(preset_name), ["rounds=2", "batch_size=8", "eval_every=0", "eval_n=64", "threads=1"])
+    cfg = apply_overrides(preset(preset_name), ["rounds=2", "batch_size=8", "eval_every=0", "eval_n=64",
+                                                "final_eval_n=96", "threads=1"])
     s = train(cfg, tmp_path)
     assert s["status"] == "completed"
-    assert set(s["final"]) >= {"kid", "precision", "recall", "coverage"}
+    # every registered metric in every feature space, on final_eval_n samples, with half-samples for intervals
+    from harness.feature_spaces import FEATURE_SPACES
+    from harness.scoring import HALF_SAMPLES, METRICS
+
+    expected = {f"{m}_{sp}" for m in METRICS for sp in FEATURE_SPACES}
+    for which in ("start", "final"):
+        assert s[which]["n"] == 96 and set(s[which]["values"]) == expected
+        assert all(len(h) == HALF_SAMPLES for h in s[which]["halves"].values())
+    assert set(s["change"]) >= {"kid_vgg", "recall_resnet", "class_tv_vgg"} and "1 seed" in s["verdict"]
+    curve = list(csv.DictReader((tmp_path / "evals.csv").open()))
+    assert [r["round"] for r in curve] == ["0", "2"] and curve[0]["n"] == "64"
     rows = list(csv.DictReader((tmp_path / "rounds.csv").open()))
     assert len(rows) == 2 and float(rows[0]["teacher_loss"]) > 0

@@ -1,46 +1,51 @@
 import json
 
 import pandas as pd
+import pytest
 
 from harness.config import DIConfig, preset
-from harness.report import aggregate, verdict, write_report
+from harness.report import aggregate, write_report
 
 
-def test_verdict_needs_a_change_larger_than_twice_the_seed_spread():
-    assert verdict([-0.10, -0.11, -0.09]) == "improved"
-    assert verdict([0.10, 0.11, 0.09]) == "degraded"
-    assert verdict([-0.10, 0.05, -0.02]) == "no significant change"
-    assert verdict([-0.5]) == "single seed"
-
-
-def fake_run(root, name, cfg: DIConfig, start_kid, final_kid, status="completed"):
+def fake_run(root, name, cfg: DIConfig, start_kid, final_kid, status="completed", toy=False):
     d = root / name
     d.mkdir()
     cfg.save(d / "config.json")
-    metrics = lambda k: {"kid": k, "precision": 0.5, "recall": 0.4, "coverage": 0.3, "fid": 10.0}
-    (d / "summary.json").write_text(json.dumps({"status": status, "reason": "", "start": metrics(start_kid),
-                                                "final": metrics(final_kid), "wall_s": 1.0}))
-    pd.DataFrame({"round": [0, 10], "kid": [start_kid, final_kid], "precision": [0.5, 0.5], "recall": [0.4, 0.4]}).to_csv(d / "evals.csv", index=False)
+    if toy:
+        values = lambda k: {"mmd2": k, "in_mode_fraction": 0.9, "modes_covered": 8}
+    else:
+        values = lambda k: {"kid_vgg": k, "precision_vgg": 0.5, "recall_vgg": 0.4, "class_tv_vgg": 0.1, "fid_vgg": 10.0}
+    evaluation = lambda k: {"n": 100, "values": values(k), "halves": {}}
+    (d / "summary.json").write_text(json.dumps({"status": status, "reason": "", "start": evaluation(start_kid),
+                                                "final": evaluation(final_kid), "wall_s": 1.0}))
+    key = "mmd2" if toy else "kid_vgg"
+    pd.DataFrame({"round": [0, 10], key: [start_kid, final_kid], "n": [100, 100]}).to_csv(d / "evals.csv", index=False)
     return d
 
 
-def test_aggregate_groups_seeds_and_names_variants_by_what_differs(tmp_path):
+def test_aggregate_groups_seeds_names_variants_and_gives_t_intervals(tmp_path):
     dirs = []
     for seed, final in enumerate([1.0, 1.1, 0.9]):
         dirs.append(fake_run(tmp_path, f"a{seed}", preset("reference-gan", seed=seed, eval_n=100), 2.0, final))
     for seed, final in enumerate([2.5, 2.6, 2.4]):
         dirs.append(fake_run(tmp_path, f"b{seed}", preset("reference-gan", seed=seed, aux_steps=5, eval_n=999), 2.0, final))
     table = write_report(dirs, tmp_path / "out", "t", "test").set_index("variant")
-    assert list(table.index) == ["reference-gan aux_steps=1", "reference-gan aux_steps=5"]  # eval_n is not a variant
+    assert list(table.index) == ["starting generator (before DI)", "reference-gan aux_steps=1", "reference-gan aux_steps=5"]
     a = table.loc["reference-gan aux_steps=1"]
-    assert a.n_seeds == 3 and abs(a.kid - 1.0) < 1e-12 and abs(a.kid_std - 0.1) < 1e-12 and a.verdict == "improved"
-    assert table.loc["reference-gan aux_steps=5"].verdict == "degraded"
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(3)
+    assert a.n_seeds == 3 and a.kid_vgg == pytest.approx(1.0) and a.kid_vgg_lo == pytest.approx(1.0 - half)
+    assert a.verdict == "improved" and a.evidence == "screening"
+    assert table.loc["reference-gan aux_steps=5"].verdict == "degraded (KID)"
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "KID (MMD², raw, vgg features)" in md and "n = 100" in md
     for name in ("table.csv", "table.md", "curves.png", "manifest.json"):
         assert (tmp_path / "out" / name).is_file()
 
 
-def test_failed_runs_are_flagged(tmp_path):
-    dirs = [fake_run(tmp_path, "x0", preset("toy", seed=0), 1.0, 0.5), fake_run(tmp_path, "x1", preset("toy", seed=1), 1.0, 0.5, "diverged")]
-    table = aggregate([{"dir": str(d), "summary": json.loads((d / "summary.json").read_text()),
-                        "config": json.loads((d / "config.json").read_text())} for d in dirs])
-    assert table.iloc[0].verdict == "failed runs"
+def test_failed_runs_are_counted_and_one_seed_is_not_judged(tmp_path):
+    dirs = [fake_run(tmp_path, "x0", preset("toy", seed=0), 1.0, 0.5, toy=True),
+            fake_run(tmp_path, "x1", preset("toy", seed=1), 1.0, 0.5, "diverged", toy=True)]
+    table, keys = aggregate([{"dir": str(d), "summary": json.loads((d / "summary.json").read_text()),
+                              "config": json.loads((d / "config.json").read_text())} for d in dirs])
+    row = table[table.kind == "variant"].iloc[0]
+    assert keys[0] == "mmd2" and row.n_failed == 1 and row.n_seeds == 1 and row.verdict == "1 seed: not judged"

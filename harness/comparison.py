@@ -1,0 +1,221 @@
+"""Comparison tables: variants against the starting generator and against a reference variant, every metric in
+every feature space, with 95% intervals and the verdict rule of ``harness.verdicts``.
+
+Used by study tables (``harness.study_report``) and run-directory reports (``harness.report``). Rows:
+    baseline rows   measured by ``python -m harness.baselines`` (one evaluation each: half-sample intervals)
+    start row       the generator before DI, one evaluation per seed (t-interval over seeds)
+    variant rows    final EMA generator; mean and 95% t-interval over seeds (1 seed: its half-sample interval)
+Every row states its n (samples scored); the header says when rows differ in n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .feature_spaces import FEATURE_SPACES
+from .scoring import METRICS, Evaluation, is_metric_key, key, split_key, verdict_metrics
+from .verdicts import Change, evidence, paired_changes, scalar_verdict, t_interval, verdict
+
+TOY_METRICS = {"mmd2": "MMD² (RBF kernels, toy)", "in_mode_fraction": "in-mode fraction", "modes_covered": "modes covered"}
+
+
+@dataclass
+class RunRecord:
+    variant: str
+    seed: int
+    status: str
+    start: Evaluation | None
+    final: Evaluation | None
+    wall_s: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "completed" and self.final is not None
+
+
+def image_keys(records: list[RunRecord]) -> list[str]:
+    """Metric keys present in the records, in registry order within each feature space."""
+    present = {k for r in records for e in (r.start, r.final) if e for k in e.values if is_metric_key(k)}
+    return [key(m, s) for s in FEATURE_SPACES for m in METRICS if key(m, s) in present]
+
+
+def spaces_of(keys: list[str]) -> list[str]:
+    return [s for s in FEATURE_SPACES if any(split_key(k)[1] == s for k in keys)]
+
+
+def is_toy(records: list[RunRecord]) -> bool:
+    return any(e is not None and "mmd2" in e.values for r in records for e in (r.start, r.final))
+
+
+def _summarise(evals: list[Evaluation], k: str) -> tuple[float, float, float]:
+    """Mean and 95% interval of one metric: t over seeds, or one evaluation's half-sample interval."""
+    evals = [e for e in evals if e is not None and k in e.values]
+    if len(evals) == 1:
+        lo, hi = evals[0].interval(k)
+        return evals[0].values[k], lo, hi
+    return t_interval([e.values[k] for e in evals])
+
+
+def _put(row: dict, prefix: str, changes: dict[str, Change]) -> None:
+    for k, c in changes.items():
+        row[f"{prefix}{k}"], row[f"{prefix}{k}_lo"], row[f"{prefix}{k}_hi"] = c.mean, c.lo, c.hi
+
+
+def _values_row(row: dict, evals: list[Evaluation], keys: list[str]) -> dict:
+    for k in keys:
+        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = _summarise(evals, k)
+    ns = sorted({e.n for e in evals if e is not None})
+    row["n"] = ns[0] if len(ns) == 1 else ",".join(map(str, ns))
+    return row
+
+
+def start_row(records: list[RunRecord], keys: list[str]) -> list[dict]:
+    """One start evaluation per seed (every trial of a seed scores the same generator on the same latents)."""
+    per_seed = {}
+    for r in records:
+        if r.start is not None:
+            per_seed.setdefault(r.seed, r.start)
+    if not per_seed:
+        return []
+    row = {"variant": "starting generator (before DI)", "kind": "start", "n_seeds": len(per_seed),
+           "evidence": evidence(len(per_seed)), "source": "measured (round 0 of each seed)"}
+    return [_values_row(row, list(per_seed.values()), keys)]
+
+
+def variant_rows(records: list[RunRecord], keys: list[str], reference: str | None = None) -> list[dict]:
+    toy = is_toy(records)
+    spaces = spaces_of(keys) if not toy else []
+    verdict_keys = [k for k in keys if not toy and split_key(k)[0] in verdict_metrics()]
+    by_variant: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_variant.setdefault(r.variant, []).append(r)
+    ref_by_seed = {r.seed: r for r in by_variant.get(reference, []) if r.done} if reference else {}
+    rows = []
+    for variant, group in by_variant.items():
+        done = sorted([r for r in group if r.done], key=lambda r: r.seed)
+        statuses = [r.status for r in group]
+        row = {"variant": variant, "kind": "variant", "n_seeds": len(done), "evidence": evidence(len(done)),
+               "n_pruned": statuses.count("pruned"), "n_failed": len(group) - len(done) - statuses.count("pruned"),
+               "source": "measured (this study)"}
+        walls = [r.wall_s for r in group if r.wall_s is not None]
+        row["wall_s"] = sum(walls) / len(walls) if walls else float("nan")
+        _values_row(row, [r.final for r in done], keys)
+        if not done:
+            row["verdict"] = "no completed seed"
+            rows.append(row)
+            continue
+        if toy:
+            deltas = [r.final.values["mmd2"] - r.start.values["mmd2"] for r in done if r.start is not None]
+            row["d_mmd2"], row["d_mmd2_lo"], row["d_mmd2_hi"] = t_interval(deltas)
+            row["verdict"] = scalar_verdict(deltas)
+        else:
+            changes = paired_changes([r.final for r in done], [r.start for r in done], verdict_keys)
+            _put(row, "d_", changes)
+            row["verdict"] = verdict(changes, spaces)
+        if reference is not None:
+            if variant == reference:
+                row["verdict_vs_ref"] = "(reference variant)"
+            else:
+                pairs = [(r, ref_by_seed[r.seed]) for r in done if r.seed in ref_by_seed]
+                if toy:
+                    deltas = [a.final.values["mmd2"] - b.final.values["mmd2"] for a, b in pairs]
+                    row["r_mmd2"], row["r_mmd2_lo"], row["r_mmd2_hi"] = t_interval(deltas)
+                    row["verdict_vs_ref"] = scalar_verdict(deltas) if pairs else "no paired seed"
+                else:
+                    changes = paired_changes([a.final for a, _ in pairs], [b.final for _, b in pairs], verdict_keys)
+                    _put(row, "r_", changes)
+                    row["verdict_vs_ref"] = verdict(changes, spaces) if pairs else "no paired seed"
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+
+
+def fmt(value, lo=None, hi=None, spec: str = ".4g") -> str:
+    """``value [lo, hi]`` (the 95% interval) or ``value``; empty for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if not isinstance(value, float):
+        return str(value)
+    cell = format(value, spec)
+    if isinstance(lo, float) and isinstance(hi, float) and math.isfinite(lo) and math.isfinite(hi):
+        cell += f" [{format(lo, spec)}, {format(hi, spec)}]"
+    return cell
+
+
+def _cell(r, col: str, spec: str) -> str:
+    return fmt(r.get(col), r.get(f"{col}_lo"), r.get(f"{col}_hi"), spec)
+
+
+def _table(lines_rows: list[list[str]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines_rows]
+    return "\n".join(out) + "\n"
+
+
+def markdown_table(table: pd.DataFrame, cols: list[str]) -> str:
+    """Markdown table of ``cols``; a cell shows its ``<col>_lo`` / ``<col>_hi`` interval when the frame has one."""
+    return _table([[_cell(r, c, ".4g") for c in cols] for _, r in table.iterrows()], cols)
+
+
+def n_note(table: pd.DataFrame) -> str:
+    ns = sorted({str(v) for v in table.get("n", pd.Series(dtype=object)).dropna()})
+    if len(ns) == 1:
+        return f"every row scored on n = {ns[0]} samples against the 10,000 test images"
+    return f"**rows differ in n ({', '.join(ns)}): compare only rows of the same n**"
+
+
+def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = None) -> str:
+    """Verdicts, paired changes per space, and metric values per space (fidelity | diversity | distance)."""
+    if "mmd2" in keys:
+        return _toy_markdown(table, reference)
+    spaces = spaces_of(keys)
+    variants = table[table.kind == "variant"]
+    parts = []
+    head = ["variant", "seeds", "verdict vs start"] + (["verdict vs reference"] if reference else [])
+    parts.append("## Verdicts\n\n" + _table(
+        [[str(r.variant), f"{int(r.n_seeds)} ({r.evidence})", str(r.get("verdict", "")),
+          *([str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()], head))
+    vkeys = [m for m in METRICS if METRICS[m].in_verdict]
+    for prefix, against in (("d_", "the starting generator"), ("r_", f"`{reference}`")):
+        if prefix == "r_" and not reference:
+            continue
+        for s in spaces:
+            head = ["variant", "seeds"] + [f"Δ {METRICS[m].header(s)}" for m in vkeys]
+            rows = [[str(r.variant), str(int(r.n_seeds))] + [_cell(r, f"{prefix}{key(m, s)}", METRICS[m].fmt) for m in vkeys]
+                    for _, r in variants.iterrows()]
+            parts.append(f"## Paired change vs {against}, {s} features (mean [95% interval])\n\n" + _table(rows, head))
+    order = [m for g in ("fidelity", "diversity", "distance") for m in METRICS if METRICS[m].group == g]
+    for s in spaces:
+        head = ["row", "n", "seeds"] + [f"{METRICS[m].header(s)} ({METRICS[m].group})" for m in order] + ["source"]
+        rows = [[str(r.variant), str(r.get("n", "")), fmt(r.get("n_seeds"))] +
+                [_cell(r, key(m, s), METRICS[m].fmt) for m in order] + [str(r.get("source", ""))]
+                for _, r in table.iterrows()]
+        parts.append(f"## Metrics in {s} features (mean [95% interval])\n\n" + _table(rows, head))
+    return "\n".join(parts)
+
+
+def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
+    head = ["row", "seeds"] + list(TOY_METRICS.values()) + ["Δ MMD² vs start", "verdict"] + (["verdict vs reference"] if reference else [])
+    rows = []
+    for _, r in table.iterrows():
+        rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in TOY_METRICS]
+                    + [_cell(r, "d_mmd2", ".4g"), str(r.get("verdict", "") or "")]
+                    + ([str(r.get("verdict_vs_ref", "") or "")] if reference else []))
+    return "## Exact-score toy (MMD² in its own units)\n\n" + _table(rows, head)
+
+
+INTERVALS_NOTE = ("Intervals are 95%: over seeds, Student-t on the per-seed values (or per-seed paired differences); "
+                  "for a single evaluation (a baseline row, a 1-seed row), a normal interval from the spread over 20 "
+                  "half-samples of the scored samples (half-sampling estimates the variance at the full n; pairs "
+                  "scored on the same latents are compared half-sample by half-sample). A change counts when its "
+                  "interval excludes 0. Verdict per feature space: improved = at least one of KID, FID, precision, "
+                  "recall, class TV significantly better and none worse; degraded (named metrics) = some worse, none "
+                  "better; mixed = both. Spaces that disagree give `feature-space dependent`. Seeds: >= 5 support a "
+                  "claim, 2-4 are screening, 1 seed judges evaluation noise only. KID and FID are raw values in each "
+                  "classifier's feature space (not Inception; not comparable across spaces or with published numbers).")
