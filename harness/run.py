@@ -63,10 +63,12 @@ def main(argv=None) -> None:
     except Interrupted as stop:
         print(stop, file=sys.stderr)
         raise SystemExit(130) from None
-    start, final = summary.get("start") or {}, summary.get("final") or {}
-    key = "mmd2" if "mmd2" in final else "kid"
-    print(f"{summary['status']}{': ' + summary['reason'] if summary['reason'] else ''} | {key}: start "
-          f"{start.get(key, float('nan')):.4g} -> final {final.get(key, float('nan')):.4g} | {out}")
+    start = (summary.get("start") or {}).get("values", {})
+    final = (summary.get("final") or {}).get("values", {})
+    keys = ["mmd2"] if "mmd2" in final else ["fid_vgg", "kid_vgg", "recall_vgg", "fid_resnet", "recall_resnet"]
+    changes = " ".join(f"{k} {start.get(k, float('nan')):.4g}->{final.get(k, float('nan')):.4g}" for k in keys)
+    print(f"{summary['status']}{': ' + summary['reason'] if summary['reason'] else ''} | {changes} | "
+          f"verdict: {summary.get('verdict', 'n/a')} | {out}")
 
 
 if __name__ == "__main__":
