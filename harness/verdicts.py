@@ -8,8 +8,9 @@
   precision, recall, class TV): ``improved`` if at least one gets significantly better and none significantly
   worse; ``degraded (recall, FID)`` if some get worse and none better; ``mixed (worse: ...; better: ...)`` if both;
   else ``no significant change``.
-* Across feature spaces: the spaces' verdicts must agree (same word); otherwise ``feature-space dependent`` with
-  each space's verdict. A change is real only when it holds in every space.
+* Across feature spaces, metric by metric: a change is real only when it is significant in the same direction in
+  every space; the rule above reads those. Metrics significant in some spaces only are named after the verdict,
+  and when nothing else is left the verdict is ``feature-space dependent`` with each space's own verdict.
 * Evidence level: 5 or more seeds support a claim; 2-4 seeds are ``screening``; 1 seed is ``1 seed``.
 """
 
@@ -100,17 +101,35 @@ def space_verdict(changes: dict[str, Change], space: str, metric_keys: list[str]
 
 
 def verdict(changes: dict[str, Change], spaces: list[str], metric_keys: list[str] | None = None) -> str:
-    """Per-space verdicts, combined: agreement gives that verdict, disagreement ``feature-space dependent``."""
+    """Across feature spaces, metric by metric: a metric's change is real only when it is significant in the same
+    direction in every space. The rule then reads the real changes; metrics significant in some spaces only are
+    named after it. Nothing real but something somewhere: ``feature-space dependent`` with each space's verdict.
+    An ``improved`` with a metric worse in some space is not an improvement: ``feature-space dependent`` too."""
     if not changes:
         return "no completed pair"
-    per_space = {s: space_verdict(changes, s, metric_keys) for s in spaces}
-    words = {v.split(" (")[0] for v in per_space.values()}
-    if len(words) == 1:
-        if len(set(per_space.values())) == 1:
-            return next(iter(per_space.values()))
-        details = "; ".join(f"{s}: {v.partition(' (')[2][:-1]}" for s, v in per_space.items())
-        return f"{words.pop()} ({details})"
-    return "feature-space dependent (" + "; ".join(f"{s}: {v}" for s, v in per_space.items()) + ")"
+    worse, better, partial = [], [], []
+    for m in metric_keys or verdict_metrics():
+        if not any(key(m, s) in changes for s in spaces):
+            continue
+        # a space without this metric's change counts as "not significant there"
+        signs = [changes[key(m, s)].sign(METRICS[m].lower_is_better) if key(m, s) in changes else 0 for s in spaces]
+        label = METRICS[m].label
+        if all(x < 0 for x in signs):
+            worse.append(label)
+        elif all(x > 0 for x in signs):
+            better.append(label)
+        elif any(signs):
+            partial.append(label)
+    per_space = "; ".join(f"{s}: {space_verdict(changes, s, metric_keys)}" for s in spaces)
+    if worse and better:
+        base = f"mixed (worse: {', '.join(worse)}; better: {', '.join(better)})"
+    elif worse:
+        base = f"degraded ({', '.join(worse)})"
+    elif better and not partial:
+        base = "improved"
+    else:
+        return f"feature-space dependent ({per_space})" if partial else "no significant change"
+    return base + (f" [in some spaces only: {', '.join(partial)}]" if partial else "")
 
 
 def scalar_verdict(deltas: list[float], lower_is_better: bool = True) -> str:

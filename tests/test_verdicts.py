@@ -81,8 +81,18 @@ def test_spaces_that_disagree_give_feature_space_dependent():
     changes = {"kid_vgg": Change(-5, -6, -4, 5, "t"), "kid_resnet": Change(5, 4, 6, 5, "t")}
     v = verdict(changes, SPACES)
     assert v.startswith("feature-space dependent") and "vgg: improved" in v and "resnet: degraded (KID)" in v
-    agree = {"recall_vgg": Change(-0.1, -0.12, -0.08, 5, "t"), "fid_resnet": Change(9, 8, 10, 5, "t")}
-    assert verdict(agree, SPACES) == "degraded (vgg: recall; resnet: FID)"
+    # worse in one space each, nowhere in both: nothing is real
+    split = {"recall_vgg": Change(-0.1, -0.12, -0.08, 5, "t"), "fid_resnet": Change(9, 8, 10, 5, "t")}
+    assert verdict(split, SPACES) == "feature-space dependent (vgg: degraded (recall); resnet: degraded (FID))"
+    # the flagged lr_sweep trial's pattern: FID and recall worse in both spaces, precision better in one only
+    both = {"fid_vgg": Change(40, 30, 50, 1, "h"), "fid_resnet": Change(9, 8, 10, 1, "h"),
+            "recall_vgg": Change(-0.08, -0.1, -0.06, 1, "h"), "recall_resnet": Change(-0.06, -0.08, -0.04, 1, "h"),
+            "precision_vgg": Change(0.02, 0.01, 0.03, 1, "h"), "precision_resnet": Change(0.0, -0.01, 0.01, 1, "h")}
+    assert verdict(both, SPACES) == "degraded (FID, recall) [in some spaces only: precision]"
+    # better in both spaces, but worse in one: not an improvement
+    shaky = {"kid_vgg": Change(-5, -6, -4, 5, "t"), "kid_resnet": Change(-5, -6, -4, 5, "t"),
+             "recall_vgg": Change(-0.1, -0.12, -0.08, 5, "t")}
+    assert verdict(shaky, SPACES).startswith("feature-space dependent")
 
 
 def test_direction_comes_from_the_registry():
