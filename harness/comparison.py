@@ -216,6 +216,8 @@ INTERVALS_NOTE = ("Intervals are 95%: over seeds, Student-t on the per-seed valu
                   "scored on the same latents are compared half-sample by half-sample). A change counts when its "
                   "interval excludes 0. Verdict per feature space: improved = at least one of KID, FID, precision, "
                   "recall, class TV significantly better and none worse; degraded (named metrics) = some worse, none "
-                  "better; mixed = both. Spaces that disagree give `feature-space dependent`. Seeds: >= 5 support a "
+                  "better; mixed = both. Across spaces, metric by metric: a change is real only when significant the same way in "
+                  "every feature space; changes in some spaces only are named, and with nothing else they give "
+                  "`feature-space dependent` (each space's verdict shown). Seeds: >= 5 support a "
                   "claim, 2-4 are screening, 1 seed judges evaluation noise only. KID and FID are raw values in each "
                   "classifier's feature space (not Inception; not comparable across spaces or with published numbers).")

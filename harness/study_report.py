@@ -47,6 +47,17 @@ def trials_frame(study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def resolve_run_dir(run_dir, out: Path):
+    """A trial's run directory; for a study computed elsewhere (another machine, another --results-dir) and moved
+    here, the directory of the same name under this study's runs/."""
+    if not run_dir or (isinstance(run_dir, float) and math.isnan(run_dir)):
+        return run_dir
+    if Path(run_dir).is_dir():
+        return run_dir
+    moved = out / "runs" / Path(run_dir).name
+    return str(moved) if moved.is_dir() else run_dir
+
+
 def run_records(study) -> list[RunRecord]:
     from optuna.trial import TrialState
 
@@ -215,6 +226,8 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
         raise SystemExit(f"error: no study {spec.name!r} in {url}; run `python -m harness.study {spec.name}` first") from None
     label = f"{spec.name} [{budget.upper()} budget{' - plumbing check only, not a result' if budget == 'smoke' else ''}]"
     trials = trials_frame(study)
+    if "run_dir" in trials:
+        trials["run_dir"] = trials.run_dir.map(lambda d: resolve_run_dir(d, out))
     records = run_records(study)
     reference = reference_variant(spec)
     keys = ["mmd2", "in_mode_fraction", "modes_covered"] if is_toy(records) else image_keys(records)
