@@ -104,7 +104,7 @@ def variant_rows(records: list[RunRecord], keys: list[str], reference: str | Non
         row["wall_s"] = sum(walls) / len(walls) if walls else float("nan")
         _values_row(row, [r.final for r in done], keys)
         if not done:
-            row["verdict"] = "no completed seed"
+            row["verdict"] = "pruned (no final evaluation)" if row["n_pruned"] == len(group) else "no completed seed"
             rows.append(row)
             continue
         if toy:
