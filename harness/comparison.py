@@ -105,6 +105,7 @@ def variant_rows(records: list[RunRecord], keys: list[str], reference: str | Non
         _values_row(row, [r.final for r in done], keys)
         if not done:
             row["verdict"] = "pruned (no final evaluation)" if row["n_pruned"] == len(group) else "no completed seed"
+            row["verdict_vs_ref"] = "" if reference else None
             rows.append(row)
             continue
         if toy:

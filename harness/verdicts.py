@@ -62,7 +62,7 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
 
 
 def evidence(n_seeds: int) -> str:
-    return "claim" if n_seeds >= CLAIM_SEEDS else ("screening" if n_seeds >= 2 else "1 seed")
+    return "claim" if n_seeds >= CLAIM_SEEDS else "screening" if n_seeds >= 2 else "1 seed" if n_seeds == 1 else "none"
 
 
 def paired_changes(a: list[Evaluation], b: list[Evaluation], keys: list[str]) -> dict[str, Change]:
