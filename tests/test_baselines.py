@@ -19,19 +19,24 @@ def test_baselines_cli_writes_table_grids_and_manifest(tmp_path):
                     "--threads", "1"])
     out = tmp_path / "baselines"
     table = pd.read_csv(out / "table.csv")
-    for col in ("model", "precision", "recall", "density", "coverage", "kid", "kid_std", "fid", "class_coverage",
-                "n_samples", "nfe", "ms_per_image"):
+    from harness.feature_spaces import FEATURE_SPACES
+    from harness.scoring import METRICS
+
+    for col in ("model", "n_samples", "nfe", "ms_per_image") + tuple(
+            f"{m}_{s}{suffix}" for m in METRICS for s in FEATURE_SPACES for suffix in ("", "_lo", "_hi")):
         assert col in table.columns, col
     measured = table[table.source == "measured"].set_index("model")
     assert list(measured.index) == ["real-test", "gan-weak"]
     assert (measured.n_samples == 500).all()
     # held-out real images are the floor: better than the weak GAN on every metric
-    assert measured.loc["real-test", "kid"] < measured.loc["gan-weak", "kid"]
-    assert measured.loc["real-test", "precision"] > measured.loc["gan-weak", "precision"]
-    assert measured.loc["real-test", "class_coverage"] == 10
+    for space in FEATURE_SPACES:
+        real, gan = measured.loc["real-test"], measured.loc["gan-weak"]
+        assert real[f"kid_{space}"] < gan[f"kid_{space}"] and real[f"precision_{space}"] > gan[f"precision_{space}"]
+        assert real[f"class_tv_{space}"] < min(0.1, gan[f"class_tv_{space}"]) and real[f"recall_{space}_lo"] < real[f"recall_{space}"] < real[f"recall_{space}_hi"]
     assert measured.loc["gan-weak", "nfe"] == 1 and measured.loc["gan-weak", "ms_per_image"] > 0
     theirs = table[table.model == "seed000-table1"]
     assert len(theirs) == 3 and theirs.source.str.contains("published").all() and (theirs.n_samples == 100).all()
+    assert theirs.published_precision.notna().all() and theirs["precision_vgg"].isna().all()  # never in our columns
     noise = pd.read_csv(out / "noise_n100.csv")
     assert set(noise.model) == {"real-test", "gan-weak"} and (noise.kid_std > 0).all()
     manifest = json.loads((out / "manifest.json").read_text())
