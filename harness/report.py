@@ -38,6 +38,10 @@ def load_run(run_dir: Path) -> dict | None:
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
+    for which in ("start", "final"):
+        if summary.get(which) and "values" not in summary[which]:
+            raise SystemExit(f"error: {run_dir} was written before start/final evaluations carried values and "
+                             f"half-samples (n = final_eval_n, every feature space); re-run it with the same command")
     config = json.loads((run_dir / "config.json").read_text())
     return {"dir": str(run_dir), "summary": summary, "config": config}
 
