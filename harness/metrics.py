@@ -432,22 +432,3 @@ def summarise_noise(df: pd.DataFrame) -> dict:
             "max": float(s.max()),
         }
     return out
-
-
-def fold_spread(real_feats: Tensor, fake_feats: Tensor, folds: int = 5, seed: int = 0) -> dict:
-    """Error bars for the set-level metrics: their std across ``folds`` disjoint, equal folds of the
-    fake samples (each n / folds), each scored against the full real set. Conservative: a metric
-    computed on all n samples varies less than one computed on n / folds of them.
-
-    Returns ``{precision_std, recall_std, density_std, coverage_std, fid_std}``.
-    """
-    real, fake = _as_feats(real_feats, "real"), _as_feats(fake_feats, "fake")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(fake), generator=g)
-    size = len(fake) // folds
-    rows = []
-    for f in range(folds):
-        part = fake[perm[f * size : (f + 1) * size]]
-        row = {**precision_recall(real, part), **density_coverage(real, part), "fid": fid(real, part)}
-        rows.append(row)
-    return {f"{k}_std": float(pd.Series([r[k] for r in rows]).std(ddof=1)) for k in rows[0]}
