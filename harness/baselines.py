@@ -22,7 +22,7 @@ import torch
 
 from . import assets, metrics
 from . import scoring
-from .evaluation import featurise, generate
+from .evaluation import generate
 from .feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
 from .manifest import git_commit, make_manifest, write_json
 from .plots import save_grid, save_grids_panel, save_metric_bars
@@ -66,15 +66,15 @@ def measure(model: str, n: int, seed: int, refs, asset_dir=None, data_root=None,
     else:
         sample_fn, shape, nfe, sampler = model_sampler(model, asset_dir)
         images, ms = generate(sample_fn, n, shape, seed)
-    evaluation = scoring.evaluate_images(images, refs)
+    feats = scoring.featurise_all(images.clamp(-1, 1), refs)  # once per space: the table and the noise study share them
+    evaluation = scoring.evaluate_features(feats, refs)
     row = {"model": model, "entry": model, "source": "measured", "n_samples": evaluation.n, "nfe": nfe,
            "ms_per_image": ms, "sampler": sampler}
     for k, v in evaluation.values.items():
         row[k] = v
         row[f"{k}_lo"], row[f"{k}_hi"] = evaluation.interval(k)
-    primary = refs[PRIMARY_SPACE]
-    feats, _ = featurise(primary.network, images)
-    noise = metrics.small_sample_noise(primary.features, feats, n=100, repeats=noise_repeats, seed=seed)
+    noise = metrics.small_sample_noise(refs[PRIMARY_SPACE].features, feats[PRIMARY_SPACE][0], n=100,
+                                       repeats=noise_repeats, seed=seed)
     noise.insert(0, "model", model)
     return row, images, noise
 

@@ -176,19 +176,16 @@ class Evaluator:
 
     def full(self, generator: nn.Module):
         """(Evaluation on final_eval_n samples with half-samples, curve values on the first eval_n, samples)."""
-        from .scoring import evaluate_features
+        from .scoring import HALF_SAMPLES, evaluate_features
 
         x = self.samples(generator, self.cfg.final_eval_n)
-        evaluation, feats = self._score(x, 0 if self.toy else HALF_SAMPLES_FULL)
+        evaluation, feats = self._score(x, 0 if self.toy else HALF_SAMPLES)
         n = self.cfg.eval_n
         if self.toy:
             curve = self._score(x[:n], 0)[0].values if n != len(x) else evaluation.values
         else:
             curve = evaluate_features({s: (f[:n], p[:n]) for s, (f, p) in feats.items()}, self.refs, 0).values
         return evaluation, curve, x
-
-
-HALF_SAMPLES_FULL = 20
 
 
 def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:

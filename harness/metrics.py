@@ -121,7 +121,7 @@ def knn_radii(feats: Tensor, k: int) -> Tensor:
 def real_knn_distances(real: Tensor, kmax: int, chunk: int = _CHUNK) -> Tensor:
     """(N, kmax): distances from each real point to its 1st..kmax-th nearest real neighbour (itself excluded),
     computed on real-mean-centred features exactly as _prdc does. Depends on the real set only, so a caller
-    scoring many fake sets against one real set computes it once and passes it to _prdc."""
+    scoring many fake sets against one real set (harness.scoring.Reference) computes it once."""
     real = _as_feats(real, "real")
     real = real - real.mean(dim=0, keepdim=True)
     n = real.shape[0]
@@ -137,19 +137,17 @@ def real_knn_distances(real: Tensor, kmax: int, chunk: int = _CHUNK) -> Tensor:
     return real_knn
 
 
-def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk: int = _CHUNK,
-          real_knn: Tensor | None = None) -> dict:
+def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk: int = _CHUNK) -> dict:
     """One pass over the (real x fake) distance matrix, `chunk` real rows at a time.
 
     Rows are real points and the row chunks are the same as in _knn_radii_raw(real), so when
     fake == real the cross distances are bit-identical to those the radii were taken from
-    (ties at the k-th neighbour are then counted consistently). ``real_knn``: real_knn_distances(real, >= k)."""
+    (ties at the k-th neighbour are then counted consistently)."""
     real = _as_feats(real, "real")
     fake = _as_feats(fake, "fake")
     _check_same_dim(real, fake)
     kmax = max(k for k in (k_pr, k_dc) if k is not None)  # one top-k pass over real-real distances serves both k's
-    if real_knn is None or real_knn.shape[1] < kmax:
-        real_knn = real_knn_distances(real, kmax, chunk)
+    real_knn = real_knn_distances(real, kmax, chunk)
     real, fake = _center(real, fake)
     n, m = real.shape[0], fake.shape[0]
     r_pr = real_knn[:, k_pr - 1] if k_pr is not None else None
