@@ -164,10 +164,12 @@ def markdown_table(table: pd.DataFrame, cols: list[str]) -> str:
     return _table([[_cell(r, c, ".4g") for c in cols] for _, r in table.iterrows()], cols)
 
 
-def n_note(table: pd.DataFrame) -> str:
+def n_note(table: pd.DataFrame, toy: bool = False) -> str:
     ns = sorted({str(v) for v in table.get("n", pd.Series(dtype=object)).dropna()})
+    against = ("the exact target mixture (MMD²: the first 2,000 against 2,000 target draws)" if toy
+               else "the 10,000 test images")
     if len(ns) == 1:
-        return f"every row scored on n = {ns[0]} samples against the 10,000 test images"
+        return f"every row scored on n = {ns[0]} samples against {against}"
     return f"**rows differ in n ({', '.join(ns)}): compare only rows of the same n**"
 
 
@@ -206,11 +208,14 @@ def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
     rows = []
     for _, r in table.iterrows():
         rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in TOY_METRICS]
-                    + [_cell(r, "d_mmd2", ".4g"), str(r.get("verdict", "") or "")]
+                    + [_cell(r, "d_mmd2", ".4g"), "" if r.get("kind") == "start" else str(r.get("verdict", "") or "")]
                     + ([str(r.get("verdict_vs_ref", "") or "")] if reference else []))
     return "## Exact-score toy (MMD² in its own units)\n\n" + _table(rows, head)
 
 
+TOY_NOTE = ("Intervals are 95% Student-t over seeds (per-seed values, or per-seed paired changes). The toy's "
+            "verdict reads its MMD² alone: improved / degraded when the interval of the change excludes 0. Its "
+            "in-mode fraction and modes covered show whether mass sits on the target's modes.")
 INTERVALS_NOTE = ("Intervals are 95%: over seeds, Student-t on the per-seed values (or per-seed paired differences); "
                   "for a single evaluation (a baseline row, a 1-seed row), a normal interval from the spread over 20 "
                   "half-samples of the scored samples (half-sampling estimates the variance at the full n; pairs "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .comparison import INTERVALS_NOTE, TOY_METRICS, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
+from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import make_manifest, write_json
 from .scoring import Evaluation
 # Fields that do not change what is computed (bookkeeping, speed): never part of a variant's name.
@@ -95,8 +95,9 @@ def write_report(run_dirs: list[Path], out: Path, title: str, command: str) -> p
     table, keys = aggregate(runs)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
-    header = (f"# {title}\n\nStart and final evaluations of the EMA generator: {n_note(table)}. Paired changes are "
-              f"final - start of the same seed on the same latents. {INTERVALS_NOTE}\n\n")
+    toy = "mmd2" in keys
+    header = (f"# {title}\n\nStart and final evaluations of the EMA generator: {n_note(table, toy)}. Paired changes are "
+              f"final - start of the same seed on the same latents. {TOY_NOTE if toy else INTERVALS_NOTE}\n\n")
     (out / "table.md").write_text(header + to_markdown(table, keys))
     curves(runs, out / "curves.png", title)
     write_json(out / "manifest.json", make_manifest(command=command, config={"runs": [r["dir"] for r in runs]}, seed=None,

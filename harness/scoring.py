@@ -102,6 +102,7 @@ class Reference:
     def __init__(self, space: str, features: torch.Tensor, labels: torch.Tensor, network: torch.nn.Module | None = None):
         self.space, self.network = space, network
         self.features = features.float().contiguous()
+        self.labels = labels
         self.class_hist = metrics.class_histogram(labels, 10)
 
     @functools.cached_property

@@ -295,6 +295,13 @@ def make_pruner(spec: StudySpec):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
+def count_finished(study) -> int:
+    """Trials that ended (completed or pruned); a call that adds none changed nothing."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
 def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat: int, grace: int, trials: int | None):
     """Create the study once (enqueueing every grid cell), or load it and check it is the same study."""
     import optuna
@@ -665,6 +672,7 @@ def main(argv=None) -> None:
     from .study_report import write_study_report
 
     t0 = time.time()
+    finished_before = finished_after = 0
     if not args.report:
         try:
             from .loop import check_assets
@@ -673,6 +681,7 @@ def main(argv=None) -> None:
                 check_assets(value_cfg)
             study = create_or_load(spec, budget, seeds, url, args.heartbeat, args.grace, trials)
             # Only here (one process, before workers start) and in an interrupted worker: never two at once.
+            finished_before = count_finished(study)
             requeued = requeue_lost_cells(study, spec, seeds)
             if requeued:
                 print(f"[study {spec.name}] re-enqueued {requeued} cell(s) whose trial failed", flush=True)
@@ -687,8 +696,13 @@ def main(argv=None) -> None:
         else:
             os.environ["HARNESS_PLAIN_PROGRESS"] = "1"  # several processes: plain status lines, not rich bars
             _spawn_workers(args.workers, wargs)
+        finished_after = count_finished(study)
+        if finished_after == finished_before:
+            print(f"[study {spec.name}] no trial left to run: the committed tables and plots are left as they are "
+                  f"(`python -m harness.study {spec.name} --report` redraws them)", flush=True)
+    ran = finished_after > finished_before
     write_study_report(spec, budget, url, out, command=command, wall_s=time.time() - t0, results_dir=Path(args.results_dir),
-                       report_only=args.report)
+                       report_only=not ran, trials_finished=finished_after - finished_before, write=args.report or ran)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .comparison import INTERVALS_NOTE, TOY_METRICS, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
+from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import Evaluation, is_metric_key
 
@@ -189,7 +189,7 @@ def plot_samples(trials: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def importance(study, out: Path) -> None:
+def importance(study, out: Path, objective: str = "the objective") -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -207,7 +207,7 @@ def importance(study, out: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(df) + 1))
     ax.barh(df.param[::-1], df.importance[::-1])
-    ax.set_xlabel(f"fANOVA importance for final KID ({len(complete)} completed trials)")
+    ax.set_xlabel(f"fANOVA importance for {objective} ({len(complete)} completed trials)", fontsize=8)
     fig.savefig(out / "importance.png", dpi=130, bbox_inches="tight")
     plt.close(fig)
 
@@ -216,7 +216,11 @@ def importance(study, out: Path) -> None:
 
 
 def write_study_report(spec, budget: str, url: str, out: Path, command: str, wall_s: float, results_dir: Path,
-                       report_only: bool = False) -> pd.DataFrame:
+                       report_only: bool = False, trials_finished: int = 0, write: bool = True) -> pd.DataFrame:
+    """Tables, plots and manifest of a study from its storage. ``report_only``: this call ran no trial (a
+    ``--report`` redraw, or a re-run that found every trial finished), so the manifest keeps the history of the
+    calls that did: ``study_runs``, one entry per call that finished ``trials_finished`` >= 1 trials.
+    ``write=False``: print the table, write nothing (a re-run that changed nothing leaves the files as they are)."""
     import optuna
 
     t0 = time.time()
@@ -230,13 +234,17 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
         trials["run_dir"] = trials.run_dir.map(lambda d: resolve_run_dir(d, out))
     records = run_records(study)
     reference = reference_variant(spec)
-    keys = ["mmd2", "in_mode_fraction", "modes_covered"] if is_toy(records) else image_keys(records)
-    rows = ([] if is_toy(records) else baseline_rows(results_dir, spec.baselines, keys)) + start_row(records, keys) \
+    toy = is_toy(records)
+    keys = ["mmd2", "in_mode_fraction", "modes_covered"] if toy else image_keys(records)
+    rows = ([] if toy else baseline_rows(results_dir, spec.baselines, keys)) + start_row(records, keys) \
         + variant_rows(records, keys, reference)
     table = pd.DataFrame(rows)
     if table.empty:
         table = pd.DataFrame(columns=["variant", "kind", "n", "n_seeds", "evidence", "verdict"])
     table.insert(0, "budget", budget)
+    if not write:
+        _print_table(table, label)
+        return table
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
@@ -245,31 +253,41 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
 
     header = (f"# {label}\n\n{spec.description}\n\nPreset `{spec.preset}`; axes: {', '.join(a.name for a in spec.axes)}; "
               f"{b['rounds']} rounds at batch {b['batch_size']}. Start and final evaluations of the EMA generator: "
-              f"{n_note(table)}, in every feature space. Study objective: {objective_name(spec, budget)}. "
+              f"{n_note(table, toy)}{'' if toy else ', in every feature space'}. Study objective: {objective_name(spec, budget)}. "
               f"Variant rows: mean over completed seeds; the start row: one evaluation per seed. "
               + (f"Verdict vs reference: each variant against `{reference}`, paired per seed (same evaluation latents). "
-                 if reference else "") + INTERVALS_NOTE + "\n\n")
+                 if reference else "") + (TOY_NOTE if toy else INTERVALS_NOTE) + "\n\n")
     (out / "table.md").write_text(header + to_markdown(table, keys, reference))
     plot_curves(study, out / "curves.png", label)
     if not trials.empty:
         plot_diagnostics(trials, out / "diagnostics.png", label)
         plot_samples(trials, out / "samples.png", label)
     if spec.sampler == "tpe":
-        importance(study, out)
+        importance(study, out, objective_name(spec, budget))
     previous = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    runs = study_runs(previous)
+    if not report_only:
+        runs.append({"command": command, "git_commit": git_commit(), "wall_s": round(wall_s, 1),
+                     "trials_finished": trials_finished, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     manifest = make_manifest(command=command, config={"study": spec.name, "budget": budget, "storage": url,
                                                       "preset": spec.preset, "axes": [a.name for a in spec.axes],
                                                       "sampler": spec.sampler, "pruner": spec.pruner,
                                                       "budget_settings": spec.budgets[budget]},
-                             seed=None, wall_s=(previous.get("wall_s", 0.0) if report_only else wall_s),
+                             seed=None, wall_s=sum(r.get("wall_s") or 0.0 for r in runs),
                              report_wall_s=round(time.time() - t0, 2), n_trials=len(trials),
-                             # the run that produced the trials (a --report run only redraws them)
-                             study_run=(previous.get("study_run") or {k: previous.get(k) for k in ("command", "git_commit", "wall_s")})
-                             if report_only else {"command": command, "git_commit": git_commit(), "wall_s": wall_s},
-                             trial_git_commits=_trial_commits(trials))
+                             study_runs=runs, trial_git_commits=_trial_commits(trials))
     write_json(out / "manifest.json", manifest)
     _print_table(table, label)
     return table
+
+
+def study_runs(manifest: dict) -> list[dict]:
+    """The calls that ran trials, from a study manifest (older manifests kept one ``study_run``, which is the last
+    call that ran workers: trusted only when it records a wall time)."""
+    if "study_runs" in manifest:
+        return list(manifest["study_runs"])
+    old = manifest.get("study_run") or {}
+    return [old] if old.get("command") else []
 
 
 def _trial_commits(trials: pd.DataFrame) -> list[str]:

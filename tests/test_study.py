@@ -140,10 +140,16 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     assert all(Path(t.user_attrs["run_dir"]).is_dir() and "mmd2" in t.user_attrs for t in done)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["budget"] == "smoke" and "git_commit" in manifest
+    assert [r["trials_finished"] for r in manifest["study_runs"]] == [6]
+    # the same command again: every trial is finished, so no file is rewritten (the manifest included)
+    files = {p: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "study.db"}
+    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--threads", "1"])
+    assert {p: p.read_bytes() for p in files} == files
     before = (out / "table.csv").read_text()
     shutil.rmtree(out / "runs")  # --report reads the storage, not the run directories, for the table
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--report"])
     assert (out / "table.csv").read_text() == before
+    assert len(json.loads((out / "manifest.json").read_text())["study_runs"]) == 1  # a redraw is not a run
 
 
 def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp_path):
