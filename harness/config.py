@@ -17,8 +17,12 @@ from typing import Any
 TEACHERS = ("edm", "ddpm-huber", "ddpm-mse", "toy-gmm")
 GENERATORS = ("onestep", "gan-weak", "gan-strong", "toy-mlp")
 FREEZE_ORDERS = ("reference", "clean", "independent_dropout", "teacher_eval")
-WEIGHTINGS = ("reference", "score_uniform", "snr", "edm_lambda", "dmd_normalized")
-NOISE_KINDS = ("lognormal", "uniform_log", "uniform_vp_t")
+WEIGHTINGS = ("reference", "score_uniform", "snr", "edm_lambda", "dmd_normalized", "eps_uniform")
+NOISE_KINDS = ("lognormal", "uniform_log", "uniform_vp_t", "ddpm_discrete")
+EPS_PORTS = ("exact", "sign_flipped", "no_sigma", "eps_as_score")
+GENERATOR_MODES = ("reference", "train", "eval")
+GENERATOR_RANGES = ("pm1", "01")
+EVAL_GENERATORS = ("ema", "raw")
 AUX_INITS = ("teacher", "scratch")
 AUX_LOSSES = ("edm", "teacher")
 
@@ -33,7 +37,9 @@ class NoiseDist:
 
     kind: ``lognormal`` (ln sigma ~ N(p_mean, p_std), the reference for both losses), ``uniform_log``
     (ln sigma uniform in [ln sigma_min, ln sigma_max]), ``uniform_vp_t`` (t uniform on [0, 1] of the
-    continuous linear-beta VP SDE, beta 0.1 -> 20, mapped to sigma; the DDPM-style choice).
+    continuous linear-beta VP SDE, beta 0.1 -> 20, mapped to sigma), ``ddpm_discrete`` (t uniform over the
+    ``ddpm_steps`` discrete steps of DDPM's linear beta schedule, 1e-4 -> 0.02, as a DDPM trains: with T = 2000,
+    seed 000's, half of the draws have sigma > 12.7, a third sigma > 80 (EDM's largest) and a quarter sigma > 300).
     Any kind can be truncated to [sigma_min, sigma_max] (the "t-range"; the uniform kinds need a finite one):
     hypothesis 3 says unweighted score gaps explode at tiny sigma and eps-networks amplify errors at large sigma.
     The default (0, inf) is untruncated, as in the release.
@@ -44,6 +50,8 @@ class NoiseDist:
     p_std: float = 1.2
     sigma_min: float = 0.0
     sigma_max: float = math.inf
+    ddpm_steps: int = 2000
+    """T of the ``ddpm_discrete`` kind (ignored by the others)."""
     # Defaults: no truncation, i.e. exactly the release's exp(randn * P_std + P_mean).
 
     @property
@@ -55,7 +63,9 @@ class NoiseDist:
             raise ConfigError(f"{name}.kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}")
         if not (0 <= self.sigma_min < self.sigma_max):
             raise ConfigError(f"{name}: need 0 <= sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
-        if self.kind != "lognormal" and not (self.sigma_min > 0 and math.isfinite(self.sigma_max)):
+        if self.kind == "ddpm_discrete" and self.ddpm_steps < 2:
+            raise ConfigError(f"{name}.ddpm_steps must be >= 2, got {self.ddpm_steps}")
+        if self.kind in ("uniform_log", "uniform_vp_t") and not (self.sigma_min > 0 and math.isfinite(self.sigma_max)):
             raise ConfigError(f"{name}: kind {self.kind!r} needs a finite range 0 < sigma_min < sigma_max < inf")
         if self.p_std <= 0:
             raise ConfigError(f"{name}.p_std must be > 0, got {self.p_std}")
@@ -93,6 +103,19 @@ class DIConfig:
     aux_zero_grad: bool = True
     """False: the aux optimiser's gradients are not zeroed before its step, so stale gradients (from the
     previous aux step, and from the generator step when scores are not detached) leak in (hypothesis 4)."""
+    gen_zero_grad: bool = True
+    """False: the generator's gradients are not zeroed before its step, so every earlier generator gradient (and,
+    with aux_batch_detach=False, the aux loss's gradient) is added to this round's (a gradient-leakage port bug)."""
+    aux_batch_detach: bool = True
+    """True (reference): the aux batch x0 = G(z) is made under no_grad. False: it carries gradient, so the aux
+    loss's backward also fills the generator's .grad; that reaches a generator update only with gen_zero_grad=False."""
+    eps_port: str = "exact"
+    """How the generator gradient's gap is computed from an eps-predicting teacher. ``exact`` (reference): the
+    denoiser gap D_q - D_p = -sigma (eps_q - eps_p). Three porting mistakes, each a factor on that gap:
+    ``sign_flipped``: +sigma (eps_q - eps_p), factor -1 (the generator climbs the divergence);
+    ``no_sigma``: -(eps_q - eps_p), factor 1/sigma (the eps difference without its sigma);
+    ``eps_as_score``: the eps difference used as the score difference in the score form sigma^2 (s_q - s_p),
+    i.e. sigma^2 (eps_q - eps_p), factor -sigma (sign flipped and an extra sigma)."""
 
     # --- update ratio ----------------------------------------------------------------------------
     aux_steps: int = 1
@@ -119,6 +142,14 @@ class DIConfig:
     """Aux-only steps before the first generator step."""
     init_sigma: float = 1.0
     """Noise level at which the one-step generator (a teacher copy) is called."""
+    generator_mode: str = "reference"
+    """train/eval mode of G (BatchNorm of the DCGAN; dropout of a one-step UNet) during DI. ``reference``: eval
+    while it makes the aux batch, train (batch statistics) for the generator step; ``train``: train in both;
+    ``eval``: eval in both (running statistics, which then stay frozen)."""
+    generator_range: str = "pm1"
+    """``pm1`` (reference): G's tanh output in [-1, 1] is x0, the range the teachers were trained on. ``01``: DI
+    sees (G(z) + 1) / 2 in [0, 1] (a port that mixes a [0, 1] data pipeline with a [-1, 1] teacher); G is still
+    evaluated on its own output."""
 
     # --- optimisers and EMA ---------------------------------------------------------------------
     lr_aux: float = 1e-5
@@ -155,6 +186,10 @@ class DIConfig:
     """torch.compile the denoiser forwards (GPU; compilation costs about a minute up front)."""
 
     # --- evaluation and bookkeeping --------------------------------------------------------------
+    eval_generator: str = "ema"
+    """What the evaluations score: ``ema`` (reference: the EMA of G, in eval mode) or ``raw`` (G itself, in eval
+    mode). The DCGAN's EMA copies parameters only (ema_copy_buffers=False), so it keeps the pretrained
+    BatchNorm running statistics while raw G's are updated by its train-mode steps."""
     eval_every: int = 50
     """Rounds between evaluations of the EMA generator (0: only at start and end)."""
     eval_n: int = 2000
@@ -180,6 +215,10 @@ class DIConfig:
         choice("weighting", WEIGHTINGS)
         choice("aux_init", AUX_INITS)
         choice("aux_loss", AUX_LOSSES)
+        choice("eps_port", EPS_PORTS)
+        choice("generator_mode", GENERATOR_MODES)
+        choice("generator_range", GENERATOR_RANGES)
+        choice("eval_generator", EVAL_GENERATORS)
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
         if self.teacher == "toy-gmm" and self.aux_init == "teacher":

@@ -19,12 +19,15 @@ code path runs every variant.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import schedules
 from .config import DIConfig, NoiseDist
 from .schedules import edm_loss_weight
 
@@ -64,11 +67,24 @@ def vp_t_of_sigma(sigma: float, beta_min: float = 0.1, beta_max: float = 20.0) -
     return (-beta_min + math.sqrt(beta_min**2 + 4 * a * c)) / (2 * a)
 
 
+@functools.lru_cache(maxsize=4)
+def ddpm_sigma_table(num_steps: int) -> torch.Tensor:
+    """sigma_t of DDPM's linear beta schedule (1e-4 -> 0.02) at t = 0 .. T-1, float64, increasing."""
+    return schedules.sigma_from_alphabar(schedules.alphabar_from_betas(schedules.linear_betas(num_steps)))
+
+
 def sample_sigma(dist: NoiseDist, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample sigma (n,) from ``dist``. Untruncated log-normal (the default) is drawn exactly as the release
     does; a truncated one by inverse-CDF sampling within [sigma_min, sigma_max] (no rejection loop, no pile-up)."""
     if dist.kind == "lognormal" and not dist.truncated:  # the release: exp(randn * P_std + P_mean)
         return (torch.randn(n, generator=generator, device=device) * dist.p_std + dist.p_mean).exp()
+    if dist.kind == "ddpm_discrete":  # t uniform over the steps whose sigma lies in [sigma_min, sigma_max]
+        table = ddpm_sigma_table(dist.ddpm_steps)
+        allowed = table[(table >= dist.sigma_min) & (table <= dist.sigma_max)]
+        if len(allowed) == 0:
+            raise ValueError(f"no DDPM step has sigma in [{dist.sigma_min}, {dist.sigma_max}]")
+        idx = torch.randint(0, len(allowed), (n,), generator=generator)
+        return allowed[idx].float().to(device)
     u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
     lo = math.log(dist.sigma_min) if dist.sigma_min > 0 else -math.inf
     hi = math.log(dist.sigma_max)
@@ -98,9 +114,32 @@ def generator_weight(kind: str, sigma: torch.Tensor, x0: torch.Tensor, d_p: torc
         return SIGMA_DATA**2 / (sigma**2 + SIGMA_DATA**2)
     if kind == "edm_lambda":
         return edm_loss_weight(sigma, SIGMA_DATA)
+    if kind == "eps_uniform":  # unit weight on the eps gap: the plain DDPM port, (eps_p - eps_q) = (D_q - D_p) / sigma
+        return sigma**-1
     if kind == "dmd_normalized":  # DMD: divide by the mean absolute gap between x0 and the teacher's estimate
         return 1.0 / (x0 - d_p).detach().abs().flatten(1).mean(1).clamp_min(1e-8)
     raise ValueError(kind)
+
+
+def ported_gap(port: str, d_q: torch.Tensor, d_p: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The gap the generator gradient multiplies, as an eps-parameterised port computes it (DIConfig.eps_port).
+    Both networks' eps = (x_sigma - D) / sigma, so eps_q - eps_p = (D_p - D_q) / sigma; only ``exact`` is right."""
+    if port == "exact":
+        return d_q - d_p
+    s = sigma.to(d_q.dtype).reshape(-1, *([1] * (d_q.dim() - 1)))
+    eps_gap = (d_p - d_q) / s  # eps_q - eps_p
+    if port == "sign_flipped":
+        return s * eps_gap  # correct: -sigma (eps_q - eps_p)
+    if port == "no_sigma":
+        return -eps_gap
+    if port == "eps_as_score":
+        return s**2 * eps_gap  # sigma^2 (s_q - s_p) with eps in place of the score
+    raise ValueError(port)
+
+
+def to_teacher_range(x0: torch.Tensor, generator_range: str) -> torch.Tensor:
+    """What DI sees of G's output (DIConfig.generator_range): as is, or mapped from [-1, 1] to [0, 1]."""
+    return x0 if generator_range == "pm1" else (x0 + 1) / 2
 
 
 @torch.no_grad()
@@ -167,10 +206,10 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     g_frozen = cfg.freeze_order == "clean"
     if g_frozen:
         G.requires_grad_(False)
-    G.eval()
-    with torch.no_grad():
-        x0 = G(z)
-    G.train()
+    G.train(cfg.generator_mode == "train")
+    with torch.no_grad() if cfg.aux_batch_detach else contextlib.nullcontext():
+        x0 = to_teacher_range(G(z), cfg.generator_range)
+    G.train(cfg.generator_mode != "eval")
     if g_frozen:
         G.requires_grad_(True)
 
@@ -205,8 +244,10 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
     G, aux, teacher = nets.generator, nets.aux, nets.teacher
     gen_params = [p for p in G.parameters() if p.requires_grad]
     device = z.device
-    opt_gen.zero_grad(set_to_none=True)
-    x0 = G(z)
+    if cfg.gen_zero_grad:
+        opt_gen.zero_grad(set_to_none=True)
+    G.train(cfg.generator_mode != "eval")
+    x0 = to_teacher_range(G(z), cfg.generator_range)
     b = x0.shape[0]
     sigma = sample_sigma(cfg.gen_sigma, b, device) if sigma is None else sigma
     noise = torch.randn_like(x0) if noise is None else noise
@@ -245,7 +286,8 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
         d_p, d_q = d_p.float(), d_q.float()
 
     w = generator_weight(cfg.weighting, sigma.to(x0.dtype), x0, d_p.detach()).reshape(-1, *([1] * (x0.dim() - 1)))
-    per_sample = (w * (d_q - d_p) * x0).flatten(1).sum(1) * cfg.gen_loss_scale
+    gap = ported_gap(cfg.eps_port, d_q, d_p, sigma)
+    per_sample = (w * gap * x0).flatten(1).sum(1) * cfg.gen_loss_scale
     loss = per_sample.sum() / b
     loss.backward()
     aux.train()

@@ -280,11 +280,12 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
 
     def run_eval(round_idx: int, full: bool = False) -> dict:
         """Curve evaluation (eval_n samples); ``full``: also the start/final evaluation on final_eval_n."""
+        scored = g_ema if cfg.eval_generator == "ema" else nets.generator  # both put in eval mode to sample
         if full:
-            evaluation, metrics, x = evaluate.full(g_ema)
+            evaluation, metrics, x = evaluate.full(scored)
             state["start" if round_idx == 0 else "final"] = evaluation.to_dict()
         else:
-            metrics, x = evaluate.curve(g_ema)
+            metrics, x = evaluate.curve(scored)
         _append_csv(out / "evals.csv", {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000,
                                         "n": cfg.eval_n, **metrics}, ["round", "kimg", "n", *metrics.keys()])
         save_samples_figure(x[:64] if x.dim() == 4 else x[: cfg.eval_n], out / "grids" / f"round_{round_idx:06d}.png",

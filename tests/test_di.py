@@ -320,3 +320,115 @@ def test_optimised_path_gives_the_same_gradient():
 def test_inference_frozen_requires_detached_scores():
     with pytest.raises(ValueError, match="inference_frozen needs detach_scores=True"):
         DIConfig(inference_frozen=True, detach_scores=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Porting mistakes and gradient leakage (each toggle: what it changes, and only that)
+
+
+@pytest.mark.parametrize("port,factor", [("sign_flipped", lambda s: -torch.ones_like(s)),
+                                         ("no_sigma", lambda s: 1 / s),
+                                         ("eps_as_score", lambda s: -s)])
+def test_eps_port_mistakes_multiply_the_reference_gap_by_their_factor(port, factor):
+    """An eps-parameterised port: D_q - D_p = -sigma (eps_q - eps_p). Each mistake is the reference gradient with
+    the per-sample gap multiplied by exactly one factor: -1 (sign), 1/sigma (no sigma), -sigma (eps as score)."""
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    gen_step(DIConfig(eps_port=port), nets, z, sigma, noise)
+    grad_w, grad_b = hand_gradient(nets, z, sigma, noise, factor(sigma))
+    assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
+    assert rel_err(nets.generator.lin.bias.grad, grad_b) < 1e-5
+    # and the exact port is the reference gradient itself
+    nets = make_nets()
+    gen_step(DIConfig(eps_port="exact"), nets, z, sigma, noise)
+    grad_w, _ = hand_gradient(nets, z, sigma, noise, torch.ones_like(sigma))
+    assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
+
+
+def test_eps_uniform_weighting_equals_the_no_sigma_port():
+    """The plain DDPM port (unit weight on the eps gap) is w = 1/sigma on the denoiser gap: the same gradient as
+    the no_sigma port with the reference weighting."""
+    z, sigma, noise = fixed_inputs()
+    grads = []
+    for cfg in (DIConfig(weighting="eps_uniform"), DIConfig(eps_port="no_sigma")):
+        nets = make_nets()
+        gen_step(cfg, nets, z, sigma, noise)
+        grads.append(nets.generator.lin.weight.grad.clone())
+    assert rel_err(grads[0], grads[1]) < 1e-6  # the scores are float32 constants: equal to float32 rounding
+
+
+def test_gen_zero_grad_off_adds_the_previous_gradient():
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    cfg = DIConfig(gen_zero_grad=False)
+    opt = torch.optim.SGD(nets.generator.parameters(), lr=0.0)
+    torch.manual_seed(123)
+    di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+    first = nets.generator.lin.weight.grad.clone()
+    torch.manual_seed(123)
+    di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+    assert torch.allclose(nets.generator.lin.weight.grad, 2 * first, rtol=1e-10)
+
+
+def test_undetached_aux_batch_leaks_the_aux_loss_into_the_generator_gradient():
+    """aux_batch_detach=False: the aux step's backward fills G's .grad with d(aux loss)/d theta; the next generator
+    step adds to it only with gen_zero_grad=False."""
+    z, sigma, noise = fixed_inputs()
+    results = {}
+    for detach, zero in ((True, True), (False, True), (False, False)):
+        nets = make_nets()
+        cfg = DIConfig(aux_batch_detach=detach, gen_zero_grad=zero)
+        torch.manual_seed(4)
+        di.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
+        leaked = None if nets.generator.lin.weight.grad is None else nets.generator.lin.weight.grad.clone()
+        gen_step(cfg, nets, z, sigma, noise)
+        results[(detach, zero)] = (leaked, nets.generator.lin.weight.grad.clone())
+    assert results[(True, True)][0] is None  # reference: no gradient reaches G from the aux step
+    leaked = results[(False, True)][0]
+    assert leaked is not None and leaked.abs().max() > 0
+    assert torch.allclose(results[(False, True)][1], results[(True, True)][1], atol=1e-12)  # zeroed before use
+    assert torch.allclose(results[(False, False)][1], results[(True, True)][1] + leaked, atol=1e-10)
+
+
+def test_generator_mode_sets_train_or_eval_in_both_steps():
+    z, sigma, noise = fixed_inputs()
+    for mode, expected in (("reference", [False, True]), ("train", [True, True]), ("eval", [False, False])):
+        nets = make_nets()
+        seen = []
+        nets.generator.register_forward_hook(lambda m, i, o: seen.append(m.training))
+        cfg = DIConfig(generator_mode=mode)
+        torch.manual_seed(4)
+        di.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
+        gen_step(cfg, nets, z, sigma, noise)
+        assert seen == expected, mode
+
+
+def test_generator_range_01_feeds_the_teacher_a_shifted_x0():
+    """With generator_range=01 both steps see (G(z) + 1) / 2; the gradient is the reference one at that x0 with
+    the chain-rule factor 1/2 (hand derivation)."""
+    z, sigma, noise = fixed_inputs()
+    nets = make_nets()
+    gen_step(DIConfig(generator_range="01"), nets, z, sigma, noise)
+    with torch.no_grad():
+        x0 = (nets.generator(z) + 1) / 2
+        x = x0 + sigma.reshape(-1, 1, 1, 1) * noise
+        torch.manual_seed(123)
+        nets.teacher.train()
+        d_p = nets.teacher.denoise(x, sigma)
+        nets.teacher.eval()
+        torch.manual_seed(123)
+        d_q = nets.aux.train().denoise(x, sigma)
+    gap = (d_q - d_p).flatten(1)
+    grad_w = 0.5 * 0.1 * gap.T @ z / B
+    assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
+
+
+def test_ddpm_discrete_sigma_is_a_uniform_step_of_the_linear_schedule():
+    table = di.ddpm_sigma_table(2000)
+    assert table[0].item() == pytest.approx(0.0100005, rel=1e-4) and table[999].item() == pytest.approx(12.70, rel=1e-3)
+    torch.manual_seed(0)
+    s = di.sample_sigma(NoiseDist(kind="ddpm_discrete"), 40_000).double()
+    assert set(s.unique().tolist()) <= set(table.float().double().tolist())
+    assert (s > 12.7).double().mean().item() == pytest.approx(0.5, abs=0.01)  # most draws at large sigma
+    t = di.sample_sigma(NoiseDist(kind="ddpm_discrete", sigma_min=0.1, sigma_max=5.0), 10_000)
+    assert t.min() >= 0.1 and t.max() <= 5.0

@@ -52,6 +52,20 @@ def test_first_ema_update_copies_the_generator(tmp_path):
         assert torch.equal(ckpt["G"][k], ckpt["G_ema"][k]), k
 
 
+def test_eval_generator_changes_what_is_scored_and_nothing_else(tmp_path):
+    """raw vs ema: the same training (identical rounds.csv), a different final evaluation (the EMA lags G)."""
+    runs = {}
+    for which in ("ema", "raw"):
+        s = train(toy("rounds=20", "eval_every=0", "eval_n=300", "final_eval_n=300", "ema_mu=0.9",
+                      f"eval_generator={which}"), tmp_path / which)
+        rounds = [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader((tmp_path / which / "rounds.csv").open())]
+        runs[which] = (s, rounds)
+    (ema, ema_rounds), (raw, raw_rounds) = runs["ema"], runs["raw"]
+    assert ema_rounds == raw_rounds
+    assert ema["start"]["values"] == raw["start"]["values"]  # before any step G and its EMA are the same network
+    assert ema["final"]["values"]["mmd2"] != raw["final"]["values"]["mmd2"]
+
+
 def test_divergence_stops_the_run_with_its_reason(tmp_path):
     s = train(toy("rounds=30", "eval_every=0", "eval_n=100", "aux_warmup_steps=0", "lr_gen=1e30"), tmp_path)
     assert s["status"] == "diverged" and "non-finite" in s["reason"] and s["rounds_done"] < 30

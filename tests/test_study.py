@@ -80,6 +80,25 @@ def test_every_shipped_study_parses_and_maps_to_valid_configs():
             assert len({study_mod.cell_key(c) for c in cells}) == len(cells)  # no repeated cell
 
 
+def test_every_shipped_axis_maps_each_value_to_a_valid_config():
+    """Axes no study uses yet (the diagnosis's new toggles) are checked too: each value is a valid delta from both
+    GAN presets, and a categorical value changes only the fields it names."""
+    from harness.config import apply_overrides, preset
+
+    names = sorted(p.stem for p in (Path(study_mod.__file__).resolve().parent.parent / "ablations").glob("*.toml"))
+    assert {"eps_port", "ddpm_port", "gradient_leakage", "generator_mode", "generator_range", "evaluation_target"} <= set(names)
+    for name in names:
+        axis = study_mod.load_axis(name)
+        values = axis.values if axis.kind == "categorical" else [axis.low, axis.high]
+        for base_name in ("seed-report", "reference-gan"):
+            base = preset(base_name)
+            for v in values:
+                overrides = axis.overrides(v)
+                cfg = apply_overrides(base, {k: study_mod._as_override(x) for k, x in overrides.items()})
+                changed = {k for k, x in cfg.to_dict().items() if x != base.to_dict()[k]}
+                assert changed <= {k.split(".")[0] for k in overrides}, (name, v, changed)
+
+
 def test_axis_values_change_what_they_claim():
     spec = load_study("seed_report_repro")
     base = study_mod.build_config(spec, "cpu", {"single_fix": "as_reported"}, 0)
