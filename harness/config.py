@@ -23,6 +23,7 @@ EPS_PORTS = ("exact", "sign_flipped", "no_sigma", "eps_as_score")
 GENERATOR_MODES = ("reference", "train", "eval")
 GENERATOR_RANGES = ("pm1", "01")
 EVAL_GENERATORS = ("ema", "raw")
+LR_DECAYS = ("none", "linear", "cosine")
 AUX_INITS = ("teacher", "scratch")
 AUX_LOSSES = ("edm", "teacher")
 
@@ -154,6 +155,9 @@ class DIConfig:
     # --- optimisers and EMA ---------------------------------------------------------------------
     lr_aux: float = 1e-5
     lr_gen: float = 1e-5
+    aux_lr_decay: str = "none"
+    """Decay of the aux learning rate over the run (seed 000 tried it): ``none`` (reference), ``linear`` (to 0 at
+    the last round) or ``cosine``. The generator's stays constant."""
     betas_aux: tuple[float, float] = (0.0, 0.999)
     betas_gen: tuple[float, float] = (0.0, 0.999)
     grad_clip: float = 0.0
@@ -219,6 +223,7 @@ class DIConfig:
         choice("generator_mode", GENERATOR_MODES)
         choice("generator_range", GENERATOR_RANGES)
         choice("eval_generator", EVAL_GENERATORS)
+        choice("aux_lr_decay", LR_DECAYS)
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
         if self.teacher == "toy-gmm" and self.aux_init == "teacher":

@@ -34,10 +34,11 @@ from .checkpoint import Checkpoint, Interrupted, run_resumable
 from .config import DIConfig
 from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
 from .ema import ema_beta, update_ema
+from .schedules import lr_decay_factor
 from .manifest import git_commit, make_manifest, write_json
 
 ROUND_COLUMNS = ["round", "kimg", "aux_loss", "teacher_loss", "aux_grad_norm", "surrogate", "gen_grad_norm",
-                 "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "wall_s"]
+                 "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "lr_aux", "wall_s"]
 
 
 class Diverged(RuntimeError):
@@ -230,6 +231,9 @@ def _truncate_csv(path: Path, last_round: int) -> None:
 
 def _append_csv(path: Path, row: dict, columns: list[str]) -> None:
     new = not path.is_file()
+    if not new:  # a run resumed under newer code keeps its file's columns (a column added since is left out)
+        with path.open(newline="") as f:
+            columns = next(csv.reader(f), None) or columns
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
@@ -306,6 +310,8 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
 
     def one_round(r: int) -> dict:
         t0 = time.time()
+        for group in opt_aux.param_groups:  # a function of the round: nothing to checkpoint
+            group["lr"] = cfg.lr_aux * lr_decay_factor(cfg.aux_lr_decay, r, cfg.rounds)
         if r == 0:  # aux-only warm-up before the first generator step
             for _ in range(cfg.aux_warmup_steps):
                 aux_step(cfg, nets, opt_aux, nets.sample_latent(cfg.batch_size, device))
@@ -317,7 +323,7 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         beta = cfg.ema_mu if cfg.ema_mu > 0 else ema_beta(batch_imgs, r * batch_imgs, cfg.ema_halflife_kimg, cfg.ema_rampup)
         update_ema(g_ema, nets.generator, beta, copy_buffers=cfg.ema_copy_buffers)
 
-        row = {"round": r + 1, "kimg": nimg / 1000, "ema_beta": beta}
+        row = {"round": r + 1, "kimg": nimg / 1000, "ema_beta": beta, "lr_aux": opt_aux.param_groups[0]["lr"]}
         for key in ("aux_loss", "teacher_loss", "aux_grad_norm"):
             row[key] = sum(s[key] for s in aux_stats) / len(aux_stats)
         if gen_stats:

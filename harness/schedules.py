@@ -71,3 +71,18 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
 def edm_loss_weight(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
     """lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (EDM, Table 1)."""
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def lr_decay_factor(kind: str, round_idx: int, rounds: int) -> float:
+    """Multiplier on a base learning rate at round ``round_idx`` of ``rounds``: ``none`` 1; ``linear`` from 1 down
+    to 1/rounds at the last round; ``cosine`` half a cosine from 1 towards 0."""
+    import math
+
+    if kind == "none":
+        return 1.0
+    frac = round_idx / max(rounds, 1)
+    if kind == "linear":
+        return 1.0 - frac
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    raise ValueError(kind)

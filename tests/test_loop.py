@@ -44,6 +44,14 @@ def test_update_ratio_counts_optimiser_steps(tmp_path):
     assert [int(r["round"]) for r in rows] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("decay,factors", [("none", [1, 1, 1, 1]), ("linear", [1, 0.75, 0.5, 0.25]),
+                                            ("cosine", [1, 0.8535534, 0.5, 0.1464466])])
+def test_aux_lr_decay_sets_the_aux_learning_rate_of_each_round(tmp_path, decay, factors):
+    train(toy("rounds=4", "eval_every=0", "eval_n=100", "lr_aux=0.002", f"aux_lr_decay={decay}"), tmp_path)
+    rows = list(csv.DictReader((tmp_path / "rounds.csv").open()))
+    assert [float(r["lr_aux"]) for r in rows] == pytest.approx([0.002 * f for f in factors], rel=1e-6)
+
+
 def test_first_ema_update_copies_the_generator(tmp_path):
     """beta comes from the images seen before the round (0 at round 0), as in the release."""
     train(toy("rounds=1", "eval_every=0", "eval_n=100", "aux_warmup_steps=0"), tmp_path)
