@@ -19,7 +19,8 @@ from .feature_spaces import FEATURE_SPACES
 from .scoring import METRICS, Evaluation, is_metric_key, key, split_key, verdict_metrics
 from .verdicts import Change, evidence, paired_changes, scalar_verdict, t_interval, verdict
 
-TOY_METRICS = {"mmd2": "MMD² (RBF kernels, toy)", "in_mode_fraction": "in-mode fraction", "modes_covered": "modes covered"}
+TOY_METRICS = {"mmd2": "MMD² (RBF kernels, toy)", "in_mode_fraction": "in-mode fraction", "modes_covered": "modes covered",
+               "mode_mass_tv": "mode-mass TV (to the target's weights)", "min_mode_ratio": "smallest mode share / weight"}
 
 
 @dataclass

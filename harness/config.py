@@ -143,6 +143,9 @@ class DIConfig:
     """Aux-only steps before the first generator step."""
     init_sigma: float = 1.0
     """Noise level at which the one-step generator (a teacher copy) is called."""
+    toy_mode_weights: str = "equal"
+    """The toy's target: ``equal`` mode weights or a ``ramp`` (pi_k proportional to k): does DI keep the weights
+    of unequal modes, or does its reverse-KL objective starve the small ones?"""
     generator_mode: str = "reference"
     """train/eval mode of G (BatchNorm of the DCGAN; dropout of a one-step UNet) during DI. ``reference``: eval
     while it makes the aux batch, train (batch statistics) for the generator step; ``train``: train in both;
@@ -224,6 +227,7 @@ class DIConfig:
         choice("generator_range", GENERATOR_RANGES)
         choice("eval_generator", EVAL_GENERATORS)
         choice("aux_lr_decay", LR_DECAYS)
+        choice("toy_mode_weights", ("equal", "ramp"))
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
         if self.teacher == "toy-gmm" and self.aux_init == "teacher":

@@ -81,7 +81,7 @@ def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
     if cfg.teacher == "toy-gmm":
         from .toy import GMMTeacher, MLPDenoiser, MLPGenerator
 
-        teacher = GMMTeacher()
+        teacher = GMMTeacher(weights=cfg.toy_mode_weights)
         generator = MLPGenerator()
         aux = MLPDenoiser()
         latent = (generator.latent_dim,)

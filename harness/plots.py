@@ -83,7 +83,8 @@ def metric_curves(data, path, title: str) -> None:
     from .scoring import METRICS, key, verdict_metrics
 
     if "mmd2" in data.columns:
-        grid = [[("mmd2", "MMD² (toy)"), ("in_mode_fraction", "in-mode fraction")]]
+        grid = [[(k, label) for k, label in (("mmd2", "MMD² (toy)"), ("in_mode_fraction", "in-mode fraction"),
+                                             ("mode_mass_tv", "mode-mass TV to the target")) if k in data.columns]]
     else:
         grid = [[(key(m, s), METRICS[m].header(s)) for m in verdict_metrics() if key(m, s) in data.columns]
                 for s in FEATURE_SPACES]

@@ -63,7 +63,8 @@ def aggregate(runs: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     the starting generator, verdict), after the start row; and the metric keys shown."""
     varying = varying_fields([r["config"] for r in runs])
     records = [run_record(r, varying) for r in runs]
-    keys = list(TOY_METRICS) if is_toy(records) else image_keys(records)
+    keys = [k for k in TOY_METRICS if any(e is not None and k in e.values for r in records for e in (r.start, r.final))] \
+        if is_toy(records) else image_keys(records)
     table = pd.DataFrame(start_row(records, keys) + variant_rows(records, keys))
     for r in runs:  # rounds per variant, for the reader
         table.loc[table.variant == variant_name(r["config"], varying), "rounds"] = r["config"]["rounds"]

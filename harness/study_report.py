@@ -235,7 +235,8 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     records = run_records(study)
     reference = reference_variant(spec)
     toy = is_toy(records)
-    keys = ["mmd2", "in_mode_fraction", "modes_covered"] if toy else image_keys(records)
+    keys = [k for k in TOY_METRICS if any(e is not None and k in e.values for r in records for e in (r.start, r.final))] \
+        if toy else image_keys(records)
     rows = ([] if toy else baseline_rows(results_dir, spec.baselines, keys)) + start_row(records, keys) \
         + variant_rows(records, keys, reference)
     table = pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """Exact-score toy: a 2-D Gaussian mixture whose denoiser is analytic at every noise level.
 
-Data: K modes mu_k on a circle of radius ``radius``, each N(mu_k, s^2 I), equal weights.
+Data: K modes mu_k on a circle of radius ``radius``, each N(mu_k, s^2 I), with weights pi_k (equal, or a ramp
+pi_k proportional to k = 1..K: the smallest mode then holds 1/8 of the largest's mass, for K = 8).
 At noise sigma the noisy marginal is sum_k pi_k N(mu_k, (s^2 + sigma^2) I), and the exact denoiser is
     D_p(x, sigma) = sum_k r_k(x) (s^2 x + sigma^2 mu_k) / (s^2 + sigma^2),
     r_k(x) = softmax_k( -||x - mu_k||^2 / (2 (s^2 + sigma^2)) ).
@@ -15,19 +16,31 @@ import torch
 from torch import nn
 
 
+def mode_weights(kind: str, num_modes: int) -> torch.Tensor:
+    """pi_k: ``equal`` (1/K each) or ``ramp`` (proportional to k = 1..K)."""
+    if kind == "equal":
+        w = torch.ones(num_modes)
+    elif kind == "ramp":
+        w = torch.arange(1, num_modes + 1, dtype=torch.float32)
+    else:
+        raise ValueError(f"toy mode weights must be equal or ramp, got {kind!r}")
+    return w / w.sum()
+
+
 class GMMTeacher(nn.Module):
     kind = "toy"
 
-    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.1):
+    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.1, weights: str = "equal"):
         super().__init__()
         angles = torch.arange(num_modes) * 2 * math.pi / num_modes
         self.register_buffer("means", radius * torch.stack([angles.cos(), angles.sin()], 1))
+        self.register_buffer("weights", mode_weights(weights, num_modes))
         self.std = std
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         var = self.std**2 + sigma.to(x.dtype).reshape(-1, 1) ** 2  # (B, 1)
         means = self.means.to(x.dtype)
-        logits = -((x[:, None, :] - means[None]) ** 2).sum(-1) / (2 * var)  # (B, K)
+        logits = self.weights.to(x.dtype).log()[None] - ((x[:, None, :] - means[None]) ** 2).sum(-1) / (2 * var)  # (B, K)
         r = logits.softmax(1)
         s2, sig2 = self.std**2, sigma.to(x.dtype).reshape(-1, 1) ** 2
         per_mode = (s2 * x[:, None, :] + sig2[:, :, None] * means[None]) / var[:, :, None]  # (B, K, 2)
@@ -37,7 +50,7 @@ class GMMTeacher(nn.Module):
         return (self.denoise(x, sigma) - x) / sigma.to(x.dtype).reshape(-1, 1) ** 2
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        k = torch.randint(0, len(self.means), (n,), generator=generator)
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         return self.means[k] + self.std * torch.randn((n, 2), generator=generator)
 
 
@@ -78,9 +91,19 @@ def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.05, 0.2, 1.0)) -> f
     return (k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()).item()
 
 
+def mode_shares(samples: torch.Tensor, teacher: "GMMTeacher") -> torch.Tensor:
+    """Share of each mode among the samples within 4 std of some mode (nearest mode)."""
+    d = torch.cdist(samples.float(), teacher.means)
+    counts = torch.bincount(d.argmin(1)[d.min(1).values < 4 * teacher.std], minlength=len(teacher.means)).float()
+    return counts / counts.sum().clamp_min(1)
+
+
 def toy_metrics(samples: torch.Tensor, teacher: GMMTeacher, seed: int = 0) -> dict:
     """Mode coverage (modes holding >= 20% of their fair share of samples within 4 std), fraction of
-    samples within 4 std of some mode ("quality"), MMD^2 to fresh data, and the data-vs-data MMD^2 floor."""
+    samples within 4 std of some mode ("quality"), MMD^2 to fresh data, the data-vs-data MMD^2 floor, and how
+    the in-mode samples share out over the modes against the target's weights: ``mode_mass_tv`` (total
+    variation, 0 = the target's weights), ``mode_mass_<k>`` (share of mode k) and ``min_mode_ratio`` (smallest
+    share / weight: below 1, the generator under-weights some mode)."""
     samples = samples.detach().float()
     d = torch.cdist(samples, teacher.means)
     nearest = d.argmin(1)
@@ -91,5 +114,12 @@ def toy_metrics(samples: torch.Tensor, teacher: GMMTeacher, seed: int = 0) -> di
     g = torch.Generator().manual_seed(seed)
     n = min(len(samples), 2000)
     real_a, real_b = teacher.sample(n, g), teacher.sample(n, g)
+    share = counts / counts.sum().clamp_min(1)
+    weights = teacher.weights.float()
+    floor = mode_shares(teacher.sample(len(samples), g), teacher)  # the TV that n samples of the target itself show
+    masses = {f"mode_mass_{i}": share[i].item() for i in range(k)}
     return {"modes_covered": covered, "num_modes": k, "in_mode_fraction": close.float().mean().item(),
-            "mmd2": rbf_mmd2(samples[:n], real_a), "mmd2_data_floor": rbf_mmd2(real_b, real_a), "n_samples": len(samples)}
+            "mmd2": rbf_mmd2(samples[:n], real_a), "mmd2_data_floor": rbf_mmd2(real_b, real_a), "n_samples": len(samples),
+            "mode_mass_tv": 0.5 * (share - weights).abs().sum().item(), "min_mode_ratio": (share / weights).min().item(),
+            "mode_mass_tv_floor": 0.5 * (floor - weights).abs().sum().item(),
+            **masses}

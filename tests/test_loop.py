@@ -168,3 +168,19 @@ def test_image_presets_smoke(preset_name, tmp_path):
     assert [r["round"] for r in curve] == ["0", "2"] and curve[0]["n"] == "64"
     rows = list(csv.DictReader((tmp_path / "rounds.csv").open()))
     assert len(rows) == 2 and float(rows[0]["teacher_loss"]) > 0
+
+
+def test_toy_mode_mass_metrics_on_known_samples():
+    """The target's own samples sit at its weights (TV near the sampling floor, every ratio near 1); a generator
+    that drops the largest mode of the ramp misses exactly that mode's weight (TV = 8/36)."""
+    from harness.toy import GMMTeacher, toy_metrics
+
+    teacher = GMMTeacher(weights="ramp")
+    g = torch.Generator().manual_seed(0)
+    own = toy_metrics(teacher.sample(20_000, g), teacher)
+    assert own["mode_mass_tv"] < 0.02 and own["min_mode_ratio"] > 0.85 and own["mode_mass_tv_floor"] < 0.02
+    x = teacher.sample(40_000, g)
+    nearest = torch.cdist(x, teacher.means).argmin(1)
+    dropped = toy_metrics(x[nearest != 7], teacher)
+    assert dropped["mode_mass_tv"] == pytest.approx(8 / 36, abs=0.01) and dropped["min_mode_ratio"] == 0.0
+    assert sum(dropped[f"mode_mass_{k}"] for k in range(8)) == pytest.approx(1.0)
