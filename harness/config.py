@@ -197,6 +197,9 @@ class DIConfig:
     """What the evaluations score: ``ema`` (reference: the EMA of G, in eval mode) or ``raw`` (G itself, in eval
     mode). The DCGAN's EMA copies parameters only (ema_copy_buffers=False), so it keeps the pretrained
     BatchNorm running statistics while raw G's are updated by its train-mode steps."""
+    grad_signal_batches: int = 0
+    """At every evaluation, measure the generator gradient on this many independent batches (0: off) and log
+    its noise floor (harness.diagnostics.gradient_signal); the run trains exactly as without it."""
     eval_every: int = 50
     """Rounds between evaluations of the EMA generator (0: only at start and end)."""
     eval_n: int = 2000
@@ -239,7 +242,7 @@ class DIConfig:
         for name in ("rounds", "batch_size", "aux_steps", "eval_n", "final_eval_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gen_steps", "aux_warmup_steps", "eval_every", "threads"):
+        for name in ("gen_steps", "aux_warmup_steps", "eval_every", "threads", "grad_signal_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr_aux", "lr_gen", "init_sigma"):

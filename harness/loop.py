@@ -33,6 +33,7 @@ from . import assets
 from .checkpoint import Checkpoint, Interrupted, run_resumable
 from .config import DIConfig
 from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
+from .diagnostics import gradient_signal
 from .ema import ema_beta, update_ema
 from .schedules import lr_decay_factor
 from .manifest import git_commit, make_manifest, write_json
@@ -290,8 +291,9 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
             state["start" if round_idx == 0 else "final"] = evaluation.to_dict()
         else:
             metrics, x = evaluate.curve(scored)
+        signal = gradient_signal(cfg, nets, cfg.grad_signal_batches) if cfg.grad_signal_batches > 1 and cfg.gen_steps else {}
         _append_csv(out / "evals.csv", {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000,
-                                        "n": cfg.eval_n, **metrics}, ["round", "kimg", "n", *metrics.keys()])
+                                        "n": cfg.eval_n, **metrics, **signal}, ["round", "kimg", "n", *metrics.keys(), *signal])
         save_samples_figure(x[:64] if x.dim() == 4 else x[: cfg.eval_n], out / "grids" / f"round_{round_idx:06d}.png",
                             f"{cfg.preset} round {round_idx}", nets.teacher if cfg.teacher == "toy-gmm" else None)
         say(f"eval round {round_idx} (n={cfg.eval_n}): " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
