@@ -112,3 +112,49 @@ def metric_curves(data, path, title: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def diagnostics(rounds, path, title: str, evals=None) -> None:
+    """Convergence diagnostics per variant (``rounds``: rows of rounds.csv with a ``variant`` column; ``evals``:
+    rows of evals.csv, for the gradient signal when it was measured). Panels: the aux loss minus the teacher's
+    own denoising loss on the same batch (the aux net fits the generator's samples better than the teacher does
+    when < 0); the score gap E||s_q - s_p||^2 per sigma bin over the first and the last tenth of the rounds; the
+    generator's gradient norm; the gradient signal (1: pure estimator noise; sqrt(K): every batch agrees)."""
+    import seaborn as sns
+
+    from .di import SIGMA_BIN_NAMES
+
+    data = rounds.copy()
+    data["aux - teacher loss"] = data["aux_loss"] - data["teacher_loss"]
+    last = data.groupby("variant")["round"].transform("max")
+    data["phase"] = None
+    data.loc[data["round"] <= 0.1 * last, "phase"] = "first 10%"
+    data.loc[data["round"] > 0.9 * last, "phase"] = "last 10%"
+    bins = [b for b in SIGMA_BIN_NAMES if b in data.columns]
+    gap = data.dropna(subset=["phase"]).groupby(["variant", "phase"])[bins].mean().reset_index().melt(
+        id_vars=["variant", "phase"], var_name="sigma bin", value_name="score gap")
+    gap["sigma bin"] = gap["sigma bin"].str.replace("gap_s", "", regex=False)
+    has_signal = evals is not None and "grad_signal" in getattr(evals, "columns", [])
+    fig, axes = plt.subplots(1, 4 if has_signal else 3, figsize=(19 if has_signal else 15, 3.8))
+    sns.lineplot(data=data, x="kimg", y="aux - teacher loss", hue="variant", errorbar=("ci", 95), ax=axes[0], legend=False)
+    axes[0].axhline(0, color="k", lw=0.6)
+    axes[0].set_title("aux loss - teacher loss, same batch (< 0: aux fits G better)", fontsize=8)
+    sns.lineplot(data=gap, x="sigma bin", y="score gap", hue="variant", style="phase", marker="o", ax=axes[1], legend=False)
+    axes[1].set_yscale("log")
+    axes[1].set_title("score gap E||s_q - s_p||^2 per sigma bin (solid: first 10% of rounds, dashed: last 10%)", fontsize=8)
+    axes[1].tick_params(axis="x", labelrotation=30)
+    sns.lineplot(data=data, x="kimg", y="gen_grad_norm", hue="variant", errorbar=("ci", 95), ax=axes[2], legend=not has_signal)
+    axes[2].set_yscale("log")
+    axes[2].set_title("generator gradient norm (one batch)", fontsize=8)
+    if has_signal:
+        sns.lineplot(data=evals, x="kimg", y="grad_signal", hue="variant", errorbar=("ci", 95), marker="o", ax=axes[3])
+        axes[3].axhline(1, color="k", lw=0.6)
+        axes[3].set_title("gradient signal: |mean of K batch gradients| / mean |one| x sqrt(K)", fontsize=8)
+    legend_ax = axes[-1]
+    if legend_ax.get_legend() is not None:
+        sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

@@ -133,39 +133,18 @@ def plot_curves(study, path: Path, title: str) -> None:
 
 
 def plot_diagnostics(trials: pd.DataFrame, path: Path, title: str) -> None:
-    import seaborn as sns
+    from .plots import diagnostics
 
-    from .di import SIGMA_BIN_NAMES
-
-    frames = []
+    rounds, evals = [], []
     for _, t in trials.iterrows():
-        rounds = Path(str(t.run_dir)) / "rounds.csv"
-        if t.run_dir and rounds.is_file():
-            df = pd.read_csv(rounds)
-            df["variant"] = t.variant
-            frames.append(df)
-    if not frames:
-        return
-    data = pd.concat(frames)
-    gap = data.groupby("variant")[list(SIGMA_BIN_NAMES)].mean().reset_index().melt(id_vars="variant", var_name="sigma bin",
-                                                                                    value_name="score gap")
-    gap["sigma bin"] = gap["sigma bin"].str.replace("gap_s", "", regex=False)
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    sns.lineplot(data=data, x="round", y="aux_loss", hue="variant", errorbar="sd", ax=axes[0], legend=False)
-    axes[0].set_title("aux (fake-score) loss", fontsize=9)
-    sns.pointplot(data=gap, x="sigma bin", y="score gap", hue="variant", ax=axes[1], legend=False)
-    axes[1].set_yscale("log")
-    axes[1].set_title("score gap E||s_q - s_p||^2 by sigma (mean over rounds)", fontsize=9)
-    axes[1].tick_params(axis="x", labelrotation=30)
-    sns.lineplot(data=data, x="round", y="gen_grad_norm", hue="variant", errorbar="sd", ax=axes[2])
-    axes[2].set_yscale("log")
-    axes[2].set_title("generator grad norm", fontsize=9)
-    sns.move_legend(axes[2], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+        for name, frames in (("rounds.csv", rounds), ("evals.csv", evals)):
+            f = Path(str(t.run_dir)) / name
+            if t.run_dir and f.is_file():
+                df = pd.read_csv(f)
+                df["variant"], df["seed"] = t.variant, t.seed
+                frames.append(df)
+    if rounds:
+        diagnostics(pd.concat(rounds), path, title, pd.concat(evals) if evals else None)
 
 
 def plot_samples(trials: pd.DataFrame, path: Path, title: str) -> None:
