@@ -1,7 +1,7 @@
 """One frozen, validated configuration per Diff-Instruct run; presets are named configs, ablations are
 named deltas (``--set key=value``), never new code paths.
 
-Every field that the reference loop (shared/reference/diff-instruct-reference-loop.md) fixes has the
+Every field that the reference loop (docs/reference-loop.md) fixes has the
 reference value as its default; the docstring of each toggle says what it changes and why anyone would.
 """
 
@@ -42,7 +42,8 @@ class NoiseDist:
     ``ddpm_steps`` discrete steps of DDPM's linear beta schedule, 1e-4 -> 0.02, as a DDPM trains: with T = 2000,
     seed 000's, half of the draws have sigma > 12.7, a third sigma > 80 (EDM's largest) and a quarter sigma > 300).
     Any kind can be truncated to [sigma_min, sigma_max] (the "t-range"; the uniform kinds need a finite one):
-    hypothesis 3 says unweighted score gaps explode at tiny sigma and eps-networks amplify errors at large sigma.
+    the noise-range hypothesis (docs/hypotheses.md): unweighted score gaps explode at tiny sigma and eps-networks
+    amplify errors at large sigma.
     The default (0, inf) is untruncated, as in the release.
     """
 
@@ -103,7 +104,7 @@ class DIConfig:
     """With detach_scores=False: run both score nets frozen and in eval mode, as SiD does on purpose."""
     aux_zero_grad: bool = True
     """False: the aux optimiser's gradients are not zeroed before its step, so stale gradients (from the
-    previous aux step, and from the generator step when scores are not detached) leak in (hypothesis 4)."""
+    previous aux step, and from the generator step when scores are not detached) leak in (docs/hypotheses.md#gradient-leakage)."""
     gen_zero_grad: bool = True
     """False: the generator's gradients are not zeroed before its step, so every earlier generator gradient (and,
     with aux_batch_detach=False, the aux loss's gradient) is added to this round's (a gradient-leakage port bug)."""
@@ -120,7 +121,7 @@ class DIConfig:
 
     # --- update ratio ----------------------------------------------------------------------------
     aux_steps: int = 1
-    """Aux (fake score) updates per round, done first. DMD2 used 5-10 (hypothesis 5)."""
+    """Aux (fake score) updates per round, done first. DMD2 used 5-10 (docs/hypotheses.md#step-sizes)."""
     gen_steps: int = 1
     """Generator updates per round."""
 
@@ -135,10 +136,10 @@ class DIConfig:
     """sigma distribution of the generator loss."""
     aux_loss: str = "edm"
     """``edm``: lambda(sigma)-weighted x0 regression (reference); ``teacher``: the teacher's own training loss
-    on eps (Huber for ddpm-huber): hypothesis 2 asks whether matching loss types matters."""
+    on eps (Huber for ddpm-huber): docs/hypotheses.md#teacher-loss asks whether matching loss types matters."""
     aux_init: str = "teacher"
     """``teacher``: aux starts as a copy of the teacher, so the first generator gradient is exactly 0
-    (reference); ``scratch``: fresh network of the same architecture (hypothesis 1)."""
+    (reference); ``scratch``: fresh network of the same architecture (docs/hypotheses.md#aux-init)."""
     aux_warmup_steps: int = 0
     """Aux-only steps before the first generator step."""
     init_sigma: float = 1.0

@@ -2,7 +2,7 @@
 
 This is the public one-step API; ``harness.loop.train`` calls these two functions every round.
 
-Symbols (shared/reference/diff-instruct-reference-loop.md):
+Symbols (docs/reference-loop.md):
     G        one-step generator, x0 = G(z)                     (theta; ``G`` in the release)
     D_q      auxiliary ("fake") denoiser on generator samples  (phi;   ``Sg``)
     D_p      teacher denoiser                                  (       ``net``)

@@ -1,6 +1,6 @@
 """Noise schedules and the conversions between the VP (DDPM) and VE (EDM) parameterisations.
 
-Notation (see shared/reference/diff-instruct-reference-loop.md):
+Notation (see docs/reference-loop.md):
     VE / EDM:  x_sigma = x0 + sigma * eps
     VP / DDPM: x_t = a_t * x0 + s_t * eps,  a_t = sqrt(alphabar_t),  s_t = sqrt(1 - alphabar_t)
     sigma = s_t / a_t,   x_sigma = x_t / a_t,   a_t = 1 / sqrt(1 + sigma^2)
@@ -14,7 +14,7 @@ import torch
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """DDPM's linear beta schedule (Ho et al. 2020), float64. Not rescaled for num_steps: with T=2000
-    (seed 000) alphabar_T reaches ~1e-9, which is hypothesis 3 of the reference note."""
+    (seed 000) alphabar_T reaches ~1e-9 (docs/hypotheses.md#noise-range)."""
     return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
 
 
