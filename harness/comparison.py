@@ -31,6 +31,7 @@ class RunRecord:
     start: Evaluation | None
     final: Evaluation | None
     wall_s: float | None = None
+    run_dir: str | None = None
 
     @property
     def done(self) -> bool:

@@ -71,7 +71,8 @@ def run_records(study) -> list[RunRecord]:
             status = "pruned"
         records.append(RunRecord(variant=t.user_attrs["variant"], seed=int(t.params.get("seed", t.user_attrs.get("seed", 0))),
                                  status=status, start=Evaluation.from_dict(ev.get("start")),
-                                 final=Evaluation.from_dict(ev.get("final")), wall_s=t.user_attrs.get("wall_s")))
+                                 final=Evaluation.from_dict(ev.get("final")), wall_s=t.user_attrs.get("wall_s"),
+                                 run_dir=t.user_attrs.get("run_dir")))
     return records
 
 

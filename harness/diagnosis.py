@@ -1,0 +1,276 @@
+"""results/REPORT.md: the diagnosis, generated from the study storages and run directories by one command.
+
+    python -m harness.diagnosis [--spec studies/diagnosis/report.toml] [--results-dir results] [--out results/REPORT.md]
+
+The spec (TOML) names what the report is made of; every number in the report is read from the results:
+
+* ``title``, ``question``, ``setup`` (prose: what is faithful to the reference loop, what differs from seed 000);
+  a table of the shipped assets (from their manifest) follows the setup.
+* ``[[hypothesis]]``: ``name`` (an anchor of docs/hypotheses.md), ``study`` (a study directory under the results
+  directory: ``results/<study>/study.db``), ``reference`` (the variant every other is compared with, paired per
+  seed: the failing configuration) and optionally ``variants`` (default: all others). One row per variant: its
+  paired change against the reference in every verdict metric and feature space, with 95% intervals, n_seeds,
+  evidence and verdict (harness.verdicts).
+* ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics``, ``study``, ``variants``, ``caption``.
+* ``answer``: the answer paragraph. ``{study|variant|column}`` placeholders are filled from the table rows (e.g.
+  ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
+  measured numbers only.
+
+Seed 000's Table 1 appears only in its own section, labelled as theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .comparison import RunRecord, fmt, image_keys, is_toy, spaces_of, variant_rows
+from .manifest import git_commit, make_manifest, write_json
+from .scoring import METRICS, key, verdict_metrics
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
+PLACEHOLDER = re.compile(r"\{([^{}|]+)\|([^{}|]+)\|([^{}|]+)\}")
+
+
+class ReportSpecError(ValueError):
+    """An invalid report spec; the message is one line."""
+
+
+@dataclass
+class Hypothesis:
+    name: str
+    study: str
+    reference: str
+    variants: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def load_spec(path: Path) -> dict:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportSpecError(f"no report spec at {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ReportSpecError(f"{path}: {err}") from None
+    for k in ("title", "question", "answer"):
+        if k not in raw:
+            raise ReportSpecError(f"{path}: missing '{k}'")
+    raw["hypothesis"] = [Hypothesis(**h) for h in raw.get("hypothesis", [])]
+    return raw
+
+
+def study_records(results_dir: Path, study: str) -> list[RunRecord]:
+    """The trials of results/<study>/study.db as run records (the one Optuna study that storage holds)."""
+    import optuna
+
+    from .study_report import resolve_run_dir, run_records
+
+    db = Path(results_dir) / study / "study.db"
+    if not db.is_file():
+        raise ReportSpecError(f"no study storage {db}: run the study first (python -m harness.study ...)")
+    url = f"sqlite:///{db}"
+    summaries = optuna.get_all_study_summaries(url)
+    if len(summaries) != 1:
+        raise ReportSpecError(f"{db} holds {len(summaries)} studies; expected one")
+    records = run_records(optuna.load_study(study_name=summaries[0].study_name, storage=url))
+    for r in records:
+        r.run_dir = resolve_run_dir(r.run_dir, db.parent)
+    return records
+
+
+def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict], list[str]]:
+    keys = ["mmd2"] if is_toy(records) else image_keys(records)
+    if h.reference not in {r.variant for r in records}:
+        raise ReportSpecError(f"hypothesis {h.name}: no variant {h.reference!r} in study {h.study} "
+                              f"(variants: {', '.join(sorted({r.variant for r in records}))})")
+    rows = [r for r in variant_rows(records, keys, h.reference) if r["variant"] != h.reference]
+    if h.variants:
+        rows = [r for r in rows if r["variant"] in h.variants]
+    for r in rows:
+        r.update(hypothesis=h.name, study=h.study, reference=h.reference)
+    return rows, keys
+
+
+def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
+    toy_only = keys == ["mmd2"]
+    spaces = [] if toy_only else spaces_of(keys)
+    cols = (["Δ MMD² (toy)"] if toy_only else
+            [f"Δ {METRICS[m].header(s)}" for s in spaces for m in verdict_metrics() if key(m, s) in keys])
+    head = ["hypothesis", "change (vs the failing configuration)", "seeds"] + cols + ["verdict vs the failing configuration"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})", f"`{r['variant']}` vs `{r['reference']}`",
+                 f"{int(r['n_seeds'])} ({r['evidence']})"]
+        ks = ["mmd2"] if toy_only else [key(m, s) for s in spaces for m in verdict_metrics() if key(m, s) in keys]
+        for k in ks:
+            spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
+            cells.append(fmt(r.get(f"r_{k}"), r.get(f"r_{k}_lo"), r.get(f"r_{k}_hi"), spec))
+        cells.append(str(r.get("verdict_vs_ref", "")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fill(template: str, rows: list[dict]) -> str:
+    """Replace ``{study|variant|column}`` with the measured value (and its interval when the column has one)."""
+    index = {(r["study"], r["variant"]): r for r in rows}
+
+    def value(m: re.Match) -> str:
+        study, variant, col = (g.strip() for g in m.groups())
+        row = index.get((study, variant))
+        if row is None or col not in row:
+            raise ReportSpecError(f"answer placeholder {m.group(0)}: no such row or column in the hypotheses table")
+        v = row[col]
+        if isinstance(v, float):
+            return fmt(v, row.get(f"{col}_lo"), row.get(f"{col}_hi"), ".3g")
+        return str(v)
+
+    return PLACEHOLDER.sub(value, template)
+
+
+def assets_table() -> str:
+    """The shipped networks as their manifest records them: size, training budget, test accuracy."""
+    from . import assets
+
+    manifest = assets.read_manifest()
+    lines = ["| asset | parameters | trained | batch, lr, betas | test accuracy |", "|---|---|---|---|---|"]
+    for name, m in sorted(manifest.items()):
+        if not m.get("parameter_count"):  # feature banks: data, not networks
+            continue
+        cfg = m.get("config", {}) or {}
+        extra = cfg.get("extra", {}) or {}
+        trained = ", ".join(f"{extra[k]} {k}" for k in ("epochs", "kimg") if k in extra) + f" ({cfg.get('steps', '?')} steps)"
+        acc = (m.get("metrics") or {}).get("test_accuracy")
+        lines.append(f"| `{name}` | {m.get('parameter_count', '')} | {trained} | {cfg.get('batch_size', '')}, "
+                     f"{cfg.get('lr', '')}, {tuple(cfg.get('betas', ()))} | {fmt(acc) if acc is not None else ''} |")
+    return "\n".join(lines)
+
+
+def seed000_section() -> str:
+    from .baselines import SEED000_ROWS, SEED000_SOURCE
+
+    lines = ["| entry (theirs) | precision | recall | KID (Inception) |", "|---|---|---|---|"]
+    for r in SEED000_ROWS:
+        lines.append(f"| {r['entry']} | {r['published_precision']} | {r['published_recall']} | {r['published_kid_inception']} |")
+    return (f"## Seed 000's Table 1 (theirs: {SEED000_SOURCE})\n\n" + "\n".join(lines) +
+            "\n\nWhat n = 100 can resolve is measured in `results/sample_size/` (`python -m harness.sample_size`).\n")
+
+
+def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) -> str:
+    """Draw one figure into out_dir and return its markdown."""
+    from .plots import diagnostics, metric_curves, save_grids_panel
+
+    records = [r for r in records_of(fig["study"]) if not fig.get("variants") or r.variant in fig["variants"]]
+    name = f"fig{index}-{fig['kind']}-{fig['study']}.png"
+    path = out_dir / name
+    frames = {"evals.csv": [], "rounds.csv": []}
+    for r in records:
+        for f, acc in frames.items():
+            p = Path(str(r.run_dir or "")) / f
+            if p.is_file():
+                df = pd.read_csv(p)
+                df["variant"], df["seed"] = r.variant, r.seed
+                acc.append(df)
+    if fig["kind"] == "curves" and frames["evals.csv"]:
+        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", fig["study"]))
+    elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
+        diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", fig["study"]),
+                    pd.concat(frames["evals.csv"]) if frames["evals.csv"] else None)
+    elif fig["kind"] == "samples":
+        import matplotlib.image as mpimg
+        import torch
+
+        panels = {}
+        for r in sorted(records, key=lambda r: (r.variant, r.seed)):
+            grids = sorted((Path(str(r.run_dir or "")) / "grids").glob("round_*.png"))
+            if len(grids) >= 2 and r.variant not in {k.split(" @")[0] for k in panels}:
+                for g, when in ((grids[0], "start"), (grids[-1], "end")):
+                    panels[f"{r.variant} @{when} (seed {r.seed})"] = mpimg.imread(g)
+        if panels:
+            _image_panel(panels, path)
+    else:
+        raise ReportSpecError(f"figure kind must be curves, samples or diagnostics, got {fig['kind']!r}")
+    if not path.is_file():
+        return f"*(figure {index}: no run data found for {fig['study']})*\n"
+    return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"
+
+
+def _image_panel(panels: dict, path: Path) -> None:
+    from .plots import plt
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0))
+    for ax, (title, img) in zip(axes if n > 1 else [axes], panels.items()):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) -> str:
+    t0 = time.time()
+    spec = load_spec(spec_path)
+    cache: dict[str, list[RunRecord]] = {}
+
+    def records_of(study: str) -> list[RunRecord]:
+        if study not in cache:
+            cache[study] = study_records(results_dir, study)
+        return cache[study]
+
+    rows, keys = [], []
+    for h in spec["hypothesis"]:
+        r, k = hypothesis_rows(h, records_of(h.study))
+        rows += r
+        keys += [x for x in k if x not in keys]
+    fig_dir = out.parent / "report"
+    figures = [figure(f, results_dir, fig_dir, i + 1, records_of) for i, f in enumerate(spec.get("figure", []))]
+    parts = [f"# {spec['title']}\n",
+             "*Generated by `python -m harness.diagnosis` from the study storages and run directories listed below; "
+             "every number is measured here unless a row says it is seed 000's.*\n",
+             f"## The question\n\n{spec['question'].strip()}\n",
+             f"## The answer\n\n{fill(spec['answer'].strip(), rows)}\n",
+             f"## Setup\n\n{spec.get('setup', '').strip()}\n\nShipped assets (harness/assets/manifest.json):\n\n{assets_table()}\n",
+             "## Hypotheses: each change against the failing configuration\n\n"
+             "Paired per seed (same evaluation latents), final EMA generator at n = 5,000 in every feature space; mean "
+             "[95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
+             "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
+             seed000_section(),
+             "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"
+                                             for s in sorted(cache)) + "\n"]
+    md = "\n".join(parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    pd.DataFrame(rows).to_csv(out.parent / "report" / "hypotheses.csv", index=False) if rows else None
+    write_json(out.parent / "report" / "manifest.json", make_manifest(
+        command=command, config={"spec": str(spec_path), "results_dir": str(results_dir), "out": str(out),
+                                 "studies": sorted(cache)}, seed=None, wall_s=time.time() - t0))
+    return md
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.diagnosis", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="report spec (TOML)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--out", type=Path, default=None, help="default: RESULTS_DIR/REPORT.md")
+    args = p.parse_args(argv)
+    git_commit()
+    command = " ".join(["python -m harness.diagnosis"] + (argv if argv is not None else sys.argv[1:]))
+    try:
+        md = write_report(args.spec, args.results_dir, args.out or args.results_dir / "REPORT.md", command)
+    except ReportSpecError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
