@@ -20,7 +20,9 @@ from .scoring import METRICS, Evaluation, is_metric_key, key, split_key, verdict
 from .verdicts import Change, evidence, paired_changes, scalar_verdict, t_interval, verdict
 
 TOY_METRICS = {"mmd2": "MMD² (RBF kernels, toy)", "in_mode_fraction": "in-mode fraction", "modes_covered": "modes covered",
-               "mode_mass_tv": "mode-mass TV (to the target's weights)", "min_mode_ratio": "smallest mode share / weight"}
+               "mode_mass_tv": "mode-mass TV (to the target's weights)",
+               "mode_mass_tv_floor": "mode-mass TV of as many target samples (its floor)",
+               "min_mode_ratio": "smallest mode share / weight"}
 
 
 @dataclass
