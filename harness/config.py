@@ -196,8 +196,8 @@ class DIConfig:
     # --- evaluation and bookkeeping --------------------------------------------------------------
     eval_generator: str = "ema"
     """What the evaluations score: ``ema`` (reference: the EMA of G, in eval mode) or ``raw`` (G itself, in eval
-    mode). The DCGAN's EMA copies parameters only (ema_copy_buffers=False), so it keeps the pretrained
-    BatchNorm running statistics while raw G's are updated by its train-mode steps."""
+    mode). With ema_copy_buffers=False the DCGAN's EMA keeps its pretrained BatchNorm running statistics while
+    raw G's follow its train-mode steps (the GAN presets copy them into the EMA)."""
     grad_signal_batches: int = 0
     """At every evaluation, measure the generator gradient on this many independent batches (0: off) and log
     its noise floor (harness.diagnostics.gradient_signal); the run trains exactly as without it."""
