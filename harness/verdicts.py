@@ -107,7 +107,7 @@ def verdict(changes: dict[str, Change], spaces: list[str], metric_keys: list[str
     An ``improved`` with a metric worse in some space is not an improvement: ``feature-space dependent`` too."""
     if not changes:
         return "no completed pair"
-    worse, better, partial = [], [], []
+    worse, better, partial, partly_worse = [], [], [], []
     for m in metric_keys or verdict_metrics():
         if not any(key(m, s) in changes for s in spaces):
             continue
@@ -120,13 +120,15 @@ def verdict(changes: dict[str, Change], spaces: list[str], metric_keys: list[str
             better.append(label)
         elif any(signs):
             partial.append(label)
+            if any(x < 0 for x in signs):
+                partly_worse.append(label)
     per_space = "; ".join(f"{s}: {space_verdict(changes, s, metric_keys)}" for s in spaces)
     if worse and better:
         base = f"mixed (worse: {', '.join(worse)}; better: {', '.join(better)})"
     elif worse:
         base = f"degraded ({', '.join(worse)})"
-    elif better and not partial:
-        base = "improved"
+    elif better and not partly_worse:  # better in every space; what is better in some only is named below
+        base = f"improved ({', '.join(better)})"
     else:
         return f"feature-space dependent ({per_space})" if partial else "no significant change"
     return base + (f" [in some spaces only: {', '.join(partial)}]" if partial else "")

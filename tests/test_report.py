@@ -34,7 +34,7 @@ def test_aggregate_groups_seeds_names_variants_and_gives_t_intervals(tmp_path):
     a = table.loc["reference-gan aux_steps=1"]
     half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(3)
     assert a.n_seeds == 3 and a.kid_vgg == pytest.approx(1.0) and a.kid_vgg_lo == pytest.approx(1.0 - half)
-    assert a.verdict == "improved" and a.evidence == "screening"
+    assert a.verdict == "improved (KID)" and a.evidence == "screening"
     assert table.loc["reference-gan aux_steps=5"].verdict == "degraded (KID)"
     md = (tmp_path / "out" / "table.md").read_text()
     assert "KID (MMD², raw, vgg features)" in md and "n = 100" in md

@@ -47,7 +47,7 @@ def test_verdict_rule_on_paired_synthetic_data_with_known_answers():
     better_kid = {**START, "kid": 80.0}
     worse_recall = {**START, "recall": 0.20}
     both = {**START, "kid": 80.0, "recall": 0.20, "fid": 360.0}
-    assert _run(START, [better_kid] * 5) == "improved"
+    assert _run(START, [better_kid] * 5) == "improved (KID)"
     assert _run(START, [worse_recall] * 5) == "degraded (recall)"
     assert _run(START, [both] * 5) == "mixed (worse: FID, recall; better: KID)"
     assert _run(START, [START] * 5) == "no significant change"
@@ -93,6 +93,11 @@ def test_spaces_that_disagree_give_feature_space_dependent():
     shaky = {"kid_vgg": Change(-5, -6, -4, 5, "t"), "kid_resnet": Change(-5, -6, -4, 5, "t"),
              "recall_vgg": Change(-0.1, -0.12, -0.08, 5, "t")}
     assert verdict(shaky, SPACES).startswith("feature-space dependent")
+    # better in both spaces on one metric, better in one space only on another, worse nowhere: an improvement on
+    # the first, the second named (seed_report_repro's mse_teacher pattern)
+    firm = {"class_tv_vgg": Change(-0.04, -0.06, -0.01, 3, "t"), "class_tv_resnet": Change(-0.01, -0.02, -0.008, 3, "t"),
+            "fid_vgg": Change(-23, -28, -18, 3, "t"), "fid_resnet": Change(0.1, -0.2, 0.5, 3, "t")}
+    assert verdict(firm, SPACES) == "improved (class TV) [in some spaces only: FID]"
 
 
 def test_direction_comes_from_the_registry():
