@@ -169,7 +169,7 @@ def markdown_table(table: pd.DataFrame, cols: list[str]) -> str:
 
 
 def n_note(table: pd.DataFrame, toy: bool = False) -> str:
-    ns = sorted({str(v) for v in table.get("n", pd.Series(dtype=object)).dropna()})
+    ns = sorted({str(v) for v in table.get("n", pd.Series(dtype=object)).dropna() if str(v)})  # "" = no evaluation (pruned)
     against = ("the exact target mixture (MMD²: the first 2,000 against 2,000 target draws)" if toy
                else "the 10,000 test images")
     if len(ns) == 1:
@@ -208,10 +208,11 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
 
 
 def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
-    head = ["row", "seeds"] + list(TOY_METRICS.values()) + ["Δ MMD² vs start", "verdict"] + (["verdict vs reference"] if reference else [])
+    present = [m for m in TOY_METRICS if m in table and table[m].notna().any()]  # runs from before a metric existed lack it
+    head = ["row", "seeds"] + [TOY_METRICS[m] for m in present] + ["Δ MMD² vs start", "verdict"] + (["verdict vs reference"] if reference else [])
     rows = []
     for _, r in table.iterrows():
-        rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in TOY_METRICS]
+        rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in present]
                     + [_cell(r, "d_mmd2", ".4g"), "" if r.get("kind") == "start" else str(r.get("verdict", "") or "")]
                     + ([str(r.get("verdict_vs_ref", "") or "")] if reference else []))
     return "## Exact-score toy (MMD² in its own units)\n\n" + _table(rows, head)
