@@ -214,7 +214,7 @@ def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
     for _, r in table.iterrows():
         rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in present]
                     + [_cell(r, "d_mmd2", ".4g"), "" if r.get("kind") == "start" else str(r.get("verdict", "") or "")]
-                    + ([str(r.get("verdict_vs_ref", "") or "")] if reference else []))
+                    + (["" if r.get("kind") == "start" else str(r.get("verdict_vs_ref", "") or "")] if reference else []))
     return "## Exact-score toy (MMD² in its own units)\n\n" + _table(rows, head)
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import DIConfig
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import make_manifest, write_json
 from .scoring import Evaluation
 # Fields that do not change what is computed (bookkeeping, speed): never part of a variant's name.
 NOT_A_VARIANT = {"seed", "preset", "rounds", "threads", "ckpt_every_s", "eval_every", "eval_n", "final_eval_n", "inference_frozen",
-                 "channels_last", "autocast_bf16", "compile"}
+                 "channels_last", "autocast_bf16", "compile", "grad_signal_batches"}
 
 
 def varying_fields(configs: list[dict]) -> list[str]:
@@ -42,7 +43,8 @@ def load_run(run_dir: Path) -> dict | None:
         if summary.get(which) and "values" not in summary[which]:
             raise SystemExit(f"error: {run_dir} was written before start/final evaluations carried values and "
                              f"half-samples (n = final_eval_n, every feature space); re-run it with the same command")
-    config = json.loads((run_dir / "config.json").read_text())
+    # through DIConfig: a run written before a field existed gets that field's (reference) default
+    config = DIConfig.from_dict(json.loads((run_dir / "config.json").read_text())).to_dict()
     return {"dir": str(run_dir), "summary": summary, "config": config}
 
 

@@ -229,8 +229,10 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
-    b = spec.budgets[budget]
+    from .config import preset as make_preset
     from .study import objective_name
+
+    b = {**{k: getattr(make_preset(spec.preset), k) for k in ("rounds", "batch_size")}, **spec.budgets[budget]}
 
     header = (f"# {label}\n\n{spec.description}\n\nPreset `{spec.preset}`; axes: {', '.join(a.name for a in spec.axes)}; "
               f"{b['rounds']} rounds at batch {b['batch_size']}. Start and final evaluations of the EMA generator: "
