@@ -86,6 +86,7 @@ class StudySpec:
     pruner: str
     baselines: tuple[str, ...]
     budgets: dict[str, dict[str, Any]]
+    question: str = ""
 
 
 def spec_root() -> Path:
@@ -152,7 +153,7 @@ def load_study(name: str, root: Path | None = None) -> StudySpec:
         raise SpecError(f"study {name}: pruner must be median, hyperband or none")
     return StudySpec(name=raw.get("name", name), description=raw.get("description", ""), preset=raw["preset"], axes=axes,
                      sampler=sampler, objective=raw.get("objective", "fid"), pruner=raw.get("pruner", "median"),
-                     baselines=tuple(raw.get("baselines", [])), budgets=budgets)
+                     baselines=tuple(raw.get("baselines", [])), budgets=budgets, question=raw.get("question", ""))
 
 
 def objective_key(spec: StudySpec) -> str:
@@ -295,6 +296,16 @@ def make_pruner(spec: StudySpec):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
+def _annotate_existing(spec: StudySpec, budget: str, url: str) -> None:
+    """--report: bring a stored study's dashboard annotations up to date (its trials are left as they are)."""
+    import optuna
+
+    try:
+        annotate_for_dashboard(optuna.load_study(study_name=spec.name, storage=url), spec, budget)
+    except KeyError:
+        pass  # no such study: write_study_report says so in one line
+
+
 def count_finished(study) -> int:
     """Trials that ended (completed or pruned); a call that adds none changed nothing."""
     from optuna.trial import TrialState
@@ -327,8 +338,44 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat
         study.set_user_attr("pruner", spec.pruner)
         study.set_user_attr("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         study.set_user_attr("objective", objective_key(spec))
-        study.set_metric_names([objective_name(spec, budget)])
+        annotate_for_dashboard(study, spec, budget)
     return study
+
+
+def metric_label(flat: str) -> str | None:
+    """Display name with unit of a flat metric key (``fid_vgg`` -> ``FID (raw, vgg features)``), toy keys too."""
+    from .comparison import TOY_METRICS
+    from .scoring import METRICS, is_metric_key, split_key
+
+    if is_metric_key(flat):
+        m, space = split_key(flat)
+        return METRICS[m].header(space)
+    return TOY_METRICS.get(flat)
+
+
+def annotate_for_dashboard(study, spec: StudySpec, budget: str) -> None:
+    """What optuna-dashboard shows of the study: the objective's name, the description and the question as
+    attributes, and a note (markdown) with both, the axes and the metric names with their units. Written when the
+    study is created and on ``--report`` (never by a run that changes nothing)."""
+    study.set_metric_names([objective_name(spec, budget)])
+    study.set_user_attr("description", spec.description)
+    study.set_user_attr("question", spec.question or spec.description)
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:  # the dashboard extra is optional
+        return
+    from .comparison import TOY_METRICS
+    from .feature_spaces import FEATURE_SPACES
+    from .scoring import METRICS
+
+    legend = [f"- `{k}`: {label}" for k, label in TOY_METRICS.items()] if spec.preset == "toy" else \
+        [f"- `{m}_{s}`: {METRICS[m].header(s)}" for s in FEATURE_SPACES for m in METRICS]
+    save_note(study, "\n".join([
+        f"# {spec.name} [{budget} budget]", "", f"**Question.** {spec.question or spec.description}", "",
+        spec.description, "", f"**Objective.** {objective_name(spec, budget)}, minimised.", "",
+        "**Axes.** " + "; ".join(f"`{a.name}`: {a.description}" for a in spec.axes), "",
+        "Each trial carries its final metrics with their units (`final ...`), its config overrides, its run directory "
+        "and the path of its last sample grid. Flat keys (start values prefixed `start_`):", *legend]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,6 +409,7 @@ def run_trial(trial, spec: StudySpec, budget: str, seeds: int, out: Path, thread
     cfg = build_config(spec, budget, params, params["seed"], threads=threads)
     run_dir = out / "runs" / cell_key(params)
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("config_overrides", {k: v for a in spec.axes for k, v in a.overrides(params[a.name]).items()})
     trial.set_user_attr("variant", variant_label(params))
     trial.set_user_attr("budget", budget)
 
@@ -421,6 +469,9 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
             for k, v in ((evaluation or {}).get("values") or {}).items():
                 if isinstance(v, (int, float)):
                     trial.set_user_attr(prefix + k, v)
+                    label = metric_label(k)
+                    if label and not prefix:  # the dashboard's readable copy, with its unit
+                        trial.set_user_attr(f"final {label}", v)
         trial.set_user_attr("evaluation", {"start": summary.get("start"), "final": summary.get("final")})
         for k in ("change", "verdict"):
             if summary.get(k) is not None:
@@ -440,6 +491,9 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
         import pandas as pd
 
         trial.set_user_attr("evals", json.loads(pd.read_csv(evals).to_json(orient="records")))
+    grids = sorted((run_dir / "grids").glob("round_*.png"))
+    if grids:
+        trial.set_user_attr("samples", str(grids[-1]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -700,6 +754,8 @@ def main(argv=None) -> None:
         if finished_after == finished_before:
             print(f"[study {spec.name}] no trial left to run: the committed tables and plots are left as they are "
                   f"(`python -m harness.study {spec.name} --report` redraws them)", flush=True)
+    if args.report:
+        _annotate_existing(spec, budget, url)
     ran = finished_after > finished_before
     write_study_report(spec, budget, url, out, command=command, wall_s=time.time() - t0, results_dir=Path(args.results_dir),
                        report_only=not ran, trials_finished=finished_after - finished_before, write=args.report or ran)

@@ -6,8 +6,6 @@ import json
 import pytest
 
 from harness import diagnosis
-from harness import study as study_mod
-from tests.test_study import TOY_AXIS, TOY_STUDY
 
 SPEC = '''
 title = "Fixture diagnosis"
@@ -37,19 +35,9 @@ caption = "diagnostics"
 '''
 
 
-@pytest.fixture(scope="module")
-def fixture_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("specs")
-    (root / "ablations").mkdir()
-    (root / "studies").mkdir()
-    (root / "ablations" / "toy_lr.toml").write_text(TOY_AXIS)
-    (root / "studies" / "toy_study.toml").write_text(TOY_STUDY.format(rounds=20, eval_every=10))
-    res = tmp_path_factory.mktemp("res")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HARNESS_SPECS", str(root))
-    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(res), "--threads", "1"])
-    mp.undo()
-    return res
+@pytest.fixture
+def fixture_study(toy_smoke_results):
+    return toy_smoke_results
 
 
 def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_path):
