@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def toy(*sets):
-    return apply_overrides(preset("toy"), ["threads=1", *sets])
+    # the start/final evaluation on 400 samples unless a test asks for more (the preset's 4,000 cost seconds each)
+    return apply_overrides(preset("toy"), ["threads=1", "final_eval_n=400", *sets])
 
 
 def test_toy_converges_with_the_exact_teacher(tmp_path):
     """With an analytic teacher the reference update (aux from scratch + warm-up) moves a random MLP
     generator onto all 8 modes: MMD^2 to the data falls > 20x and most samples sit inside a mode."""
-    s = train(toy("rounds=500", "eval_every=0", "eval_n=2000"), tmp_path)
+    s = train(toy("rounds=500", "eval_every=0", "eval_n=2000", "final_eval_n=2000"), tmp_path)
     start, final = s["start"]["values"], s["final"]["values"]
     assert s["status"] == "completed"
     assert start["modes_covered"] == 0 and final["modes_covered"] == 8
