@@ -1,7 +1,8 @@
-"""DI round throughput (not a test): rounds/s and images/s at batch 128 for the onestep and GAN settings,
-and the ratio of one round's time to the sum of its network passes timed alone (goal <= 1.15).
+"""DI round throughput (not a test): rounds/s and images/s at batch 128 for the one-step, GAN and seed 000
+(DDPM teacher + DCGAN) settings on CPU or GPU, the ratio of one round's time to the sum of its network passes
+timed alone (goal <= 1.15), and what the optimised paths (inference mode, channels_last, bf16, compile) save.
 
-    python benchmarks/bench_di.py [--repeats 5] [--batch 128] [--out results/benchmarks]
+    python benchmarks/bench_di.py [--settings onestep,gan,seed-report] [--device auto] [--repeats 5] [--batch 128] [--bf16] [--compile]
 
 Networks are freshly built with the shipped architectures (weights do not change speed), so no assets are
 needed. Each figure is the median over ``--repeats`` after one warm-up.
@@ -38,22 +39,38 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def make(setting: str, batch: int):
-    teacher = build_teacher(TEACHER_PRESETS["edm"]).eval().requires_grad_(False)
+# setting -> (teacher architecture, preset): the paper's one-step setting, the GAN adaptation, seed 000's setting
+SETTINGS = {"onestep": ("edm", "reference-onestep"), "gan": ("edm", "reference-gan"), "seed-report": ("ddpm-huber", "seed-report")}
+
+
+def make(setting: str, batch: int, device: torch.device):
+    teacher_kind, preset_name = SETTINGS[setting]
+    teacher = build_teacher(TEACHER_PRESETS[teacher_kind]).eval().requires_grad_(False)
     aux = copy.deepcopy(teacher).train().requires_grad_(True)
     if setting == "onestep":
         gen, latent = OneStepGenerator(copy.deepcopy(teacher), 1.0).train().requires_grad_(True), (1, 28, 28)
     else:
         gen, latent = build("dcgan-g", latent_dim=128, width=64).train(), (128,)
+    for net in (teacher, aux, gen):
+        net.to(device)
     nets = DINets(generator=gen, aux=aux, teacher=teacher, latent_shape=latent)
-    cfg = preset("reference-onestep" if setting == "onestep" else "reference-gan", batch_size=batch)
+    cfg = preset(preset_name, batch_size=batch, device=device.type)
     return cfg, nets
 
 
-def passes_alone(cfg, nets, batch: int, repeats: int) -> dict:
+def synchronised(fn, device: torch.device):
+    """fn, then wait for the device: GPU kernels run asynchronously, so a timing must include their end."""
+    def run():
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return run
+
+
+def passes_alone(cfg, nets, batch: int, repeats: int, device: torch.device) -> dict:
     """Each network pass of a reference round, timed on its own."""
-    z = nets.sample_latent(batch)
-    sigma = torch.full((batch,), 0.5)
+    z = nets.sample_latent(batch, device)
+    sigma = torch.full((batch,), 0.5, device=device)
     with torch.no_grad():
         x0 = nets.generator(z)
     noise = torch.randn_like(x0)
@@ -74,12 +91,10 @@ def passes_alone(cfg, nets, batch: int, repeats: int) -> dict:
     def g_fwd_bwd():
         (nets.generator(z) * x0).sum().backward()
 
-    return {"G forward (aux batch)": median_time(g_fwd_nograd, repeats),
-            "aux forward+backward": median_time(aux_fwd_bwd, repeats),
-            "teacher forward (diagnostic)": median_time(score_fwd(nets.teacher), repeats),
-            "G forward+backward": median_time(g_fwd_bwd, repeats),
-            "teacher forward (score)": median_time(score_fwd(nets.teacher), repeats),
-            "aux forward (score)": median_time(score_fwd(nets.aux), repeats)}
+    t = lambda fn: median_time(synchronised(fn, device), repeats)  # noqa: E731
+    return {"G forward (aux batch)": t(g_fwd_nograd), "aux forward+backward": t(aux_fwd_bwd),
+            "teacher forward (diagnostic)": t(score_fwd(nets.teacher)), "G forward+backward": t(g_fwd_bwd),
+            "teacher forward (score)": t(score_fwd(nets.teacher)), "aux forward (score)": t(score_fwd(nets.aux))}
 
 
 def main(argv=None) -> None:
@@ -90,20 +105,27 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="results/benchmarks")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast (meant for GPUs)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (meant for GPUs)")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    settings = [x for x in args.settings.split(",") if x]
+    unknown = [x for x in settings if x not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)}; available: {', '.join(SETTINGS)}")
     t_start, rows = time.time(), []
-    for setting in ("onestep", "gan"):
-        cfg, nets = make(setting, args.batch)
+    for setting in settings:
+        cfg, nets = make(setting, args.batch, device)
         opt_aux, opt_gen = make_optimisers(cfg, nets)
 
         def one_round():
-            aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch))
-            generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch))
+            aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
+            generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
 
-        t_round = median_time(one_round, args.repeats)
-        parts = passes_alone(cfg, nets, args.batch, args.repeats)
+        t_round = median_time(synchronised(one_round, device), args.repeats)
+        parts = passes_alone(cfg, nets, args.batch, args.repeats, device)
         rows.append({"setting": setting, "batch": args.batch, "round_s": t_round, "rounds_per_s": 1 / t_round,
                      "images_per_s": args.batch / t_round, "sum_of_passes_s": sum(parts.values()),
                      "round_over_passes": t_round / sum(parts.values()), "passes": parts})
@@ -114,9 +136,9 @@ def main(argv=None) -> None:
     if args.compile:
         variants["+ torch.compile"] = {"inference_frozen": True, "channels_last": True, "autocast_bf16": args.bf16, "compile": True}
     optimised = []
-    for setting in ("onestep", "gan"):
+    for setting in settings:
         for label, flags in variants.items():
-            cfg, nets = make(setting, args.batch)
+            cfg, nets = make(setting, args.batch, device)
             cfg = dataclasses.replace(cfg, **flags)
             if cfg.channels_last:
                 for net in (nets.teacher, nets.aux, nets.generator):
@@ -127,24 +149,25 @@ def main(argv=None) -> None:
             opt_aux, opt_gen = make_optimisers(cfg, nets)
 
             def one_round():
-                aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch))
-                generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch))
+                aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
+                generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
 
-            optimised.append({"setting": setting, "path": label, "round_s": median_time(one_round, args.repeats)})
+            optimised.append({"setting": setting, "path": label,
+                              "round_s": median_time(synchronised(one_round, device), args.repeats)})
     for r in optimised:
         base = next(o["round_s"] for o in optimised if o["setting"] == r["setting"] and o["path"] == "eager fp32")
         r["speedup_vs_eager"] = base / r["round_s"]
 
     out = Path(args.out)
-    write_json(out / "di-rounds-cpu.json", {"rows": rows, "optimised": optimised, "manifest": make_manifest(
+    write_json(out / f"di-rounds-{device.type}.json", {"rows": rows, "optimised": optimised, "manifest": make_manifest(
         command=" ".join(["python benchmarks/bench_di.py"] + (argv if argv is not None else sys.argv[1:])),
-        config=vars(args), seed=None, wall_s=time.time() - t_start)})
+        config=vars(args), seed=None, wall_s=time.time() - t_start, device=device)})
     lines = ["| setting | batch | rounds/s | images/s | round (s) | sum of passes (s) | round / passes |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['batch']} | {r['rounds_per_s']:.3g} | {r['images_per_s']:.3g} | {r['round_s']:.3g} | "
               f"{r['sum_of_passes_s']:.3g} | {r['round_over_passes']:.3f} |" for r in rows]
     lines += ["", "| setting | path | round (s) | speed-up vs eager fp32 |", "|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['path']} | {r['round_s']:.3g} | {r['speedup_vs_eager']:.3f} |" for r in optimised]
-    (out / "di-rounds-cpu.md").write_text("\n".join(lines) + "\n")
+    (out / f"di-rounds-{device.type}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
