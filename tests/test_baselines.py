@@ -56,6 +56,8 @@ def test_ci_runs_the_readme_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
     setup, test = blocks[0].strip(), blocks[1].strip()
-    install = setup.split(" && python -m harness.baselines")[0]
+    product = " && python -m harness.study freeze_ablation"
+    assert setup.endswith(product), "the quick start ends with the product's command"
+    install = setup[: -len(product)]
     assert install in ci, "CI must install exactly as the README says"
     assert test in ci.splitlines(), "CI must run the README's test command"
