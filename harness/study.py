@@ -685,7 +685,7 @@ def main(argv=None) -> None:
                                 epilog=f"studies: {', '.join(available_studies())}\n\nbrowse a study with:\n"
                                        "  optuna-dashboard sqlite:///results/NAME/study.db")
     p.add_argument("name", help="study name (a file studies/NAME.toml)")
-    p.add_argument("--budget", choices=BUDGETS, default=None, help="smoke (<= 3 min), cpu (~1 h), gpu; default gpu if CUDA else cpu")
+    p.add_argument("--budget", choices=BUDGETS, default=None, help="smoke (a plumbing check, minutes), cpu (hours on 2 cores), gpu; default gpu if CUDA else cpu")
     p.add_argument("--trials", type=int, default=None, help="TPE studies: number of trials (default from the budget)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default from the budget)")
     p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///DIR/NAME/study.db)")
