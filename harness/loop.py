@@ -9,7 +9,7 @@ Run directory (written before work starts, appended as it goes, resumable after 
                    on resume so nothing is duplicated)
     evals.csv      every ``eval_every`` rounds (and rounds 0 and last): curve metrics of the EMA generator on the
                    first ``eval_n`` evaluation latents, every registered metric in every feature space
-    grids/         sample grids of the EMA generator at each evaluation
+    grids/         sample grids of the EMA generator at each evaluation; strip.png: all of them side by side
     log.txt        readable log
     checkpoint.pt  G, EMA of G, aux, both optimisers, RNG, round
     summary.json   status (completed / diverged / pruned), reason, wall time, and the start and final evaluations
@@ -407,4 +407,9 @@ def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: di
                                         wall_s=wall)
     summary["manifest"]["git_commit"] = commit
     write_json(out / "summary.json", summary)
+    grids = sorted((out / "grids").glob("round_*.png"))
+    if len(grids) > 1 and cfg.teacher != "toy-gmm":  # the samples over training, left to right (same latents)
+        from .plots import grid_strip
+
+        grid_strip(grids, out / "strip.png", f"{cfg.preset} seed {cfg.seed}: EMA generator samples over training ({status})")
     return summary

@@ -158,3 +158,40 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str, Path]], path: Path, title: str) -> None:
+    """One row per variant: its sample grid before DI and after, from the same latents (``rows``: label, start
+    PNG, final PNG); a third column shows reference samples (teacher, strong GAN, real images), one per row."""
+    n = max(len(rows), len(references))
+    if not rows:
+        return
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), squeeze=False)
+    for i in range(n):
+        cells = [(rows[i][1], f"{rows[i][0]}\nbefore DI"), (rows[i][2], f"{rows[i][0]}\nafter DI")] if i < len(rows) else [None, None]
+        cells.append((references[i][1], references[i][0]) if i < len(references) else None)
+        for ax, cell in zip(axes[i], cells):
+            ax.axis("off")
+            if cell is not None and Path(cell[0]).is_file():
+                ax.imshow(plt.imread(cell[0]))
+                ax.set_title(cell[1], fontsize=7)
+    fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row); right: reference samples", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def grid_strip(grids: list[Path], path: Path, title: str) -> None:
+    """A run's sample grids over training, left to right (the same latents at every evaluation)."""
+    if not grids:
+        return
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.4 * len(grids), 2.8), squeeze=False)
+    for ax, g in zip(axes[0], grids):
+        ax.imshow(plt.imread(g))
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

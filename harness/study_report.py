@@ -148,25 +148,27 @@ def plot_diagnostics(trials: pd.DataFrame, path: Path, title: str) -> None:
         diagnostics(pd.concat(rounds), path, title, pd.concat(evals) if evals else None)
 
 
-def plot_samples(trials: pd.DataFrame, path: Path, title: str) -> None:
-    picks = []
+def plot_samples(trials: pd.DataFrame, path: Path, title: str, spec=None, results_dir: Path | None = None) -> None:
+    """Before/after grids from the same latents, one row per variant (its lowest seed), with the teacher's, the
+    strong GAN's and real samples from the baseline table beside them."""
+    from .plots import before_after
+
+    rows = []
     for variant, group in trials.groupby("variant", sort=False):
         for _, t in group.sort_values("seed").iterrows():
             grids = sorted((Path(str(t.run_dir)) / "grids").glob("round_*.png")) if t.run_dir else []
-            if grids:
-                picks.append((variant, grids[-1]))
+            if len(grids) >= 2:
+                rows.append((f"{variant} (seed {t.seed})", grids[0], grids[-1]))
                 break
-    if not picks:
-        return
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6))
-    for ax, (variant, png) in zip(axes if len(picks) > 1 else [axes], picks):
-        ax.imshow(plt.imread(png))
-        ax.set_title(f"{variant}\n{png.stem}", fontsize=7)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    references = []
+    if spec is not None and results_dir is not None:
+        from .config import preset as make_preset
+
+        teacher = make_preset(spec.preset).teacher
+        samples = Path(results_dir) / "baselines" / "samples"
+        references = [(f"{name} (baseline samples)", samples / f"{name}.png")
+                      for name in (f"teacher-{teacher}", "gan-strong", "real-test") if (samples / f"{name}.png").is_file()]
+    before_after(rows, references, path, title)
 
 
 def importance(study, out: Path, objective: str = "the objective") -> None:
@@ -244,7 +246,7 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     plot_curves(study, out / "curves.png", label)
     if not trials.empty:
         plot_diagnostics(trials, out / "diagnostics.png", label)
-        plot_samples(trials, out / "samples.png", label)
+        plot_samples(trials, out / "samples.png", label, spec, results_dir)
     if spec.sampler == "tpe":
         importance(study, out, objective_name(spec, budget))
     previous = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}

@@ -169,6 +169,7 @@ def test_image_presets_smoke(preset_name, tmp_path):
     assert [r["round"] for r in curve] == ["0", "2"] and curve[0]["n"] == "64"
     rows = list(csv.DictReader((tmp_path / "rounds.csv").open()))
     assert len(rows) == 2 and float(rows[0]["teacher_loss"]) > 0
+    assert (tmp_path / "strip.png").is_file()  # the grids over training, side by side
 
 
 def test_toy_mode_mass_metrics_on_known_samples():
