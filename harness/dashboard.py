@@ -28,13 +28,13 @@ def find_browser() -> str | None:
     return next((p for p in map(shutil.which, BROWSERS) if p), None)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_json(url: str, timeout: float = 60.0):
+def wait_json(url: str, timeout: float = 60.0):
     deadline = time.time() + timeout
     while True:
         try:
@@ -46,14 +46,20 @@ def _wait_json(url: str, timeout: float = 60.0):
             time.sleep(0.3)
 
 
-def screenshot(db: Path, study_name: str, out: Path, browser: str, size: tuple[int, int] = (1600, 1000)) -> dict:
-    """Render the study page to ``out``; returns what the manifest records."""
-    port = _free_port()
+def serve(db: Path) -> tuple[subprocess.Popen, int]:
+    """optuna-dashboard on ``db`` at a free local port, in a child process (stop it with ``.terminate()``)."""
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard import run_server; "
                                f"run_server({f'sqlite:///{db}'!r}, host='127.0.0.1', port={port})"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return server, port
+
+
+def screenshot(db: Path, study_name: str, out: Path, browser: str, size: tuple[int, int] = (1600, 1000)) -> dict:
+    """Render the study page to ``out``; returns what the manifest records."""
+    server, port = serve(db)
     try:
-        summaries = _wait_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        summaries = wait_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         study_id = next((s["study_id"] for s in summaries if s["study_name"] == study_name), None)
         if study_id is None:
             raise SystemExit(f"error: no study {study_name!r} in {db}")

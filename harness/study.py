@@ -95,8 +95,16 @@ def spec_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent
 
 
+SHARED_BUDGETS = "_budgets"  # studies/_budgets.toml: the budgets a study file does not define itself
+
+
 def available_studies(root: Path | None = None) -> list[str]:
-    return sorted(p.stem for p in ((root or spec_root()) / "studies").glob("*.toml"))
+    return sorted(p.stem for p in ((root or spec_root()) / "studies").glob("*.toml") if not p.stem.startswith("_"))
+
+
+def shared_budgets(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = (root or spec_root()) / "studies" / f"{SHARED_BUDGETS}.toml"
+    return tomllib.loads(path.read_text()).get("budget", {}) if path.is_file() else {}
 
 
 def parse_axis(name: str, raw: dict) -> Axis:
@@ -143,7 +151,8 @@ def load_study(name: str, root: Path | None = None) -> StudySpec:
         raise SpecError(f"study {name}: sampler must be 'grid' or 'tpe', got {sampler!r}")
     if sampler == "grid" and any(a.kind != "categorical" for a in axes):
         raise SpecError(f"study {name}: a grid study needs categorical axes only")
-    budgets = raw.get("budget", {})
+    # a study's own [budget.NAME] block replaces the shared one whole (no key-by-key mixing)
+    budgets = {**shared_budgets(root), **raw.get("budget", {})}
     missing = [b for b in BUDGETS if b not in budgets]
     if missing:
         raise SpecError(f"study {name}: missing budget(s) {', '.join(missing)}")

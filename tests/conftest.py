@@ -54,13 +54,9 @@ def toy_smoke_results(tmp_path_factory):
     """A finished toy study at the smoke budget (3 lr values x 2 seeds, no assets), shared by the tests that read a
     study: the report generator, the dashboard. Returns the results directory; the study is DIR/toy_study-smoke."""
     from harness import study as study_mod
-    from tests.test_study import TOY_AXIS, TOY_STUDY
+    from tests.test_study import write_toy_specs
 
-    root = tmp_path_factory.mktemp("specs")
-    (root / "ablations").mkdir()
-    (root / "studies").mkdir()
-    (root / "ablations" / "toy_lr.toml").write_text(TOY_AXIS)
-    (root / "studies" / "toy_study.toml").write_text(TOY_STUDY.format(rounds=20, eval_every=10))
+    root = write_toy_specs(tmp_path_factory.mktemp("specs"), rounds=20, eval_every=10)
     res = tmp_path_factory.mktemp("res")
     mp = pytest.MonkeyPatch()
     mp.setenv("HARNESS_SPECS", str(root))

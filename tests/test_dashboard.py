@@ -2,45 +2,20 @@
 question, and each trial's metrics with units, overrides, run directory and sample grid, read over HTTP."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 pytest.importorskip("optuna_dashboard")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 30.0):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return json.loads(r.read())
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def test_dashboard_shows_the_objective_the_question_and_each_trials_metrics(toy_smoke_results):
-    db = toy_smoke_results / "toy_study-smoke" / "study.db"
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", "import sys; from optuna_dashboard import run_server; "
-                               f"run_server('sqlite:///{db}', host='127.0.0.1', port={port})"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from harness.dashboard import serve, wait_json
+
+    server, port = serve(toy_smoke_results / "toy_study-smoke" / "study.db")
     try:
-        summaries = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        summaries = wait_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         study_id = next(s["study_id"] for s in summaries if s["study_name"] == "toy_study")
-        detail = _get(f"http://127.0.0.1:{port}/api/studies/{study_id}")
+        detail = wait_json(f"http://127.0.0.1:{port}/api/studies/{study_id}")
     finally:
         server.terminate()
         server.wait(timeout=10)

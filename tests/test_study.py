@@ -47,21 +47,19 @@ eval_every = {eval_every}
 eval_n = 300
 seeds = 2
 trials = 4
-[budget.cpu]
-rounds = 10
-batch_size = 64
-eval_every = 5
-eval_n = 300
-seeds = 2
-trials = 4
-[budget.gpu]
-rounds = 10
-batch_size = 64
-eval_every = 5
-eval_n = 300
-seeds = 2
-trials = 4
 """
+# the fixture's shared budgets (studies/_budgets.toml): the toy study defines only its smoke budget itself
+TOY_BUDGETS = "\n".join(f"[budget.{b}]\nrounds = 10\nbatch_size = 64\neval_every = 5\neval_n = 300\nseeds = 2\ntrials = 4"
+                        for b in ("smoke", "cpu", "gpu"))
+
+
+def write_toy_specs(root: Path, rounds: int, eval_every: int) -> Path:
+    (root / "ablations").mkdir(parents=True, exist_ok=True)
+    (root / "studies").mkdir(exist_ok=True)
+    (root / "ablations" / "toy_lr.toml").write_text(TOY_AXIS)
+    (root / "studies" / "toy_study.toml").write_text(TOY_STUDY.format(rounds=rounds, eval_every=eval_every))
+    (root / "studies" / "_budgets.toml").write_text(TOY_BUDGETS)
+    return root
 
 
 def test_every_shipped_study_parses_and_maps_to_valid_configs():
@@ -99,6 +97,16 @@ def test_every_shipped_axis_maps_each_value_to_a_valid_config():
                 assert changed <= {k.split(".")[0] for k in overrides}, (name, v, changed)
 
 
+def test_shared_budgets_fill_what_a_study_file_leaves_out(toy_specs):
+    """studies/_budgets.toml is not a study; a study's own [budget.smoke] replaces the shared one whole."""
+    toy_specs(rounds=7, eval_every=3)
+    assert available_studies() == ["toy_study"]
+    spec = load_study("toy_study")
+    assert spec.budgets["smoke"]["rounds"] == 7 and "ckpt_every_s" in spec.budgets["smoke"]
+    assert spec.budgets["cpu"] == {"rounds": 10, "batch_size": 64, "eval_every": 5, "eval_n": 300, "seeds": 2, "trials": 4}
+    assert load_study("freeze_ablation", ROOT).budgets["cpu"]["rounds"] == 150  # a shipped study from the shared file
+
+
 def test_axis_values_change_what_they_claim():
     spec = load_study("seed_report_repro")
     base = study_mod.build_config(spec, "cpu", {"single_fix": "as_reported"}, 0)
@@ -118,11 +126,7 @@ def test_unknown_study_lists_the_available_ones():
 @pytest.fixture
 def toy_specs(tmp_path, monkeypatch):
     def make(rounds=30, eval_every=15):
-        root = tmp_path / "specs"
-        (root / "ablations").mkdir(parents=True, exist_ok=True)
-        (root / "studies").mkdir(exist_ok=True)
-        (root / "ablations" / "toy_lr.toml").write_text(TOY_AXIS)
-        (root / "studies" / "toy_study.toml").write_text(TOY_STUDY.format(rounds=rounds, eval_every=eval_every))
+        root = write_toy_specs(tmp_path / "specs", rounds, eval_every)
         monkeypatch.setenv("HARNESS_SPECS", str(root))
         return root
     return make
