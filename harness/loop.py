@@ -250,6 +250,15 @@ def _finite(*values) -> bool:
 # The loop
 
 
+def finished_summary(run_dir: str | Path) -> dict | None:
+    """The summary of a run that ended (completed, or diverged: training it again repeats it), else None."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") in ("completed", "diverged") else None
+
+
 def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None) -> dict:
     """Run (or resume) one DI run into ``out_dir``; returns the summary also written to summary.json.
 
@@ -262,6 +271,9 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     if config_path.is_file() and DIConfig.load(config_path) != cfg:
         raise ValueError(f"{out} holds a run with a different config; pick another --out (or delete it)")
     cfg.save(config_path)
+    done = finished_summary(out)
+    if done is not None:  # e.g. trained elsewhere (study --run-cells on a lent GPU), recorded here
+        return done
     commit = git_commit()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -404,7 +416,7 @@ def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: di
                "wall_s": round(wall, 2)}
     summary.update(run_verdict(cfg, state.get("start"), state.get("final")))
     summary["manifest"] = make_manifest(command=command or "harness.loop.train", config=cfg.to_dict(), seed=cfg.seed,
-                                        wall_s=wall)
+                                        wall_s=wall, device=device)
     summary["manifest"]["git_commit"] = commit
     write_json(out / "summary.json", summary)
     grids = sorted((out / "grids").glob("round_*.png"))

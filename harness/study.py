@@ -87,6 +87,7 @@ class StudySpec:
     baselines: tuple[str, ...]
     budgets: dict[str, dict[str, Any]]
     question: str = ""
+    base: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides every trial starts from ([base])
 
 
 def spec_root() -> Path:
@@ -162,7 +163,8 @@ def load_study(name: str, root: Path | None = None) -> StudySpec:
         raise SpecError(f"study {name}: pruner must be median, hyperband or none")
     return StudySpec(name=raw.get("name", name), description=raw.get("description", ""), preset=raw["preset"], axes=axes,
                      sampler=sampler, objective=raw.get("objective", "fid"), pruner=raw.get("pruner", "median"),
-                     baselines=tuple(raw.get("baselines", [])), budgets=budgets, question=raw.get("question", ""))
+                     baselines=tuple(raw.get("baselines", [])), budgets=budgets, question=raw.get("question", ""),
+                     base=dict(raw.get("base", {})))
 
 
 def objective_key(spec: StudySpec) -> str:
@@ -184,11 +186,13 @@ def objective_name(spec: StudySpec, budget: str) -> str:
 
 
 def build_config(spec: StudySpec, budget: str, params: dict[str, Any], seed: int, threads: int = 0) -> DIConfig:
-    """The DIConfig of one trial: the study's preset, the budget's scale, then each axis's overrides."""
+    """The DIConfig of one trial: the study's preset, the budget's scale, the study's [base] overrides, then each
+    axis's overrides."""
     b = spec.budgets[budget]
     cfg = preset(spec.preset, seed=seed, threads=threads)
     # Every budget key but seeds/trials is a config field (rounds, batch_size, eval_every, eval_n, ckpt_every_s...).
     overrides: dict[str, Any] = {k: v for k, v in b.items() if k not in ("seeds", "trials")}
+    overrides.update(spec.base)
     for axis in spec.axes:
         overrides.update(axis.overrides(params[axis.name]))
     return apply_overrides(cfg, {k: _as_override(v) for k, v in overrides.items()})
@@ -652,6 +656,56 @@ def _all_value_configs(spec: StudySpec, budget: str) -> list[DIConfig]:
     return configs
 
 
+def _run_cell(spec_name: str, budget: str, params: dict[str, Any], out: str, threads: int, command: str,
+              root: str | None) -> str:
+    from .loop import train
+
+    if root:
+        os.environ[SPEC_ROOT_ENV] = root
+    spec = load_study(spec_name)
+    cfg = build_config(spec, budget, params, params["seed"], threads=threads)
+    try:
+        summary = train(cfg, Path(out) / "runs" / cell_key(params), command=command)
+    except Exception as err:  # one cell's failure must not stop the others; it is re-run by the next call
+        return f"{cell_key(params)}: failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return f"{cell_key(params)}: {summary['status']}"
+
+
+def run_cells(spec: StudySpec, budget: str, seeds: int, out: Path, workers: int, threads: int, command: str,
+              only: tuple[str, ...] = ()) -> int:
+    """Run every grid cell's run directory without a study storage (a machine without the database, e.g. a lent
+    GPU). Finished directories are skipped; the normal study command, run where the storage is, later records
+    each finished directory as its trial without training again. Returns the number of cells still unfinished."""
+    from .progress import progress_bar
+
+    if spec.sampler != "grid":
+        raise SpecError(f"study {spec.name}: --run-cells needs a grid study (a TPE search needs its storage)")
+    unknown = [v for v in only if not any(v in a.values for a in spec.axes)]
+    if unknown:
+        raise SpecError(f"study {spec.name}: --only {', '.join(unknown)} is no axis value of this study")
+    cells = [c for c in grid_cells(spec, seeds) if not run_finished(out / "runs" / cell_key(c))
+             and (not only or any(c[a.name] in only for a in spec.axes))]
+    args = [(spec.name, budget, c, str(out), threads, command, os.environ.get(SPEC_ROOT_ENV)) for c in cells]
+    print(f"[study {spec.name}] {len(cells)} cell(s) to run into {out}/runs with {workers} process(es)", flush=True)
+    with progress_bar(len(cells), f"cells {spec.name} [{budget}]") as bar, \
+            mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
+        for i, line in enumerate(pool.imap_unordered(_star_run_cell, args)):
+            print(f"[study {spec.name}] {line}", flush=True)
+            bar.update(completed=i + 1)
+    return sum(not run_finished(out / "runs" / cell_key(c)) for c in cells)
+
+
+def _star_run_cell(args: tuple) -> str:
+    return _run_cell(*args)
+
+
+def run_finished(run_dir: Path) -> bool:
+    """A run directory whose summary says it ended (completed or diverged): training it again changes nothing."""
+    from .loop import finished_summary
+
+    return finished_summary(run_dir) is not None
+
+
 def _exit_with_parent(parent_pid: int) -> None:
     """Linux: have the kernel SIGTERM this worker when the coordinator dies, even by SIGKILL, so no orphan keeps
     computing unseen. SIGTERM checkpoints a running trial, which re-runs when the same command is run again."""
@@ -701,6 +755,11 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--report", action="store_true", help="only regenerate tables and plots from the storage")
+    p.add_argument("--run-cells", action="store_true",
+                   help="grid studies: only train the cells' run directories, with no storage (e.g. on a lent GPU "
+                        "machine); the same command without this flag later records them as trials without training")
+    p.add_argument("--only", action="append", default=[], metavar="VALUE",
+                   help="with --run-cells: only the cells with this axis value (repeatable)")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default=None,
                    help="override the spec's pruner (grid ablations default to none, searches to median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
@@ -735,6 +794,14 @@ def main(argv=None) -> None:
     from .study_report import write_study_report
 
     t0 = time.time()
+    if args.run_cells:
+        try:
+            left = run_cells(spec, budget, seeds, out, args.workers, args.threads, command, tuple(args.only))
+        except SpecError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"[study {spec.name}] {left} cell(s) unfinished; run the study command without --run-cells where its "
+              f"storage is to record the finished ones", flush=True)
+        return
     finished_before = finished_after = 0
     if not args.report:
         try:
