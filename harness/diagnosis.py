@@ -11,7 +11,12 @@ The spec (TOML) names what the report is made of; every number in the report is 
   seed: the failing configuration) and optionally ``variants`` (default: all others). One row per variant: its
   paired change against the reference in every verdict metric and feature space, with 95% intervals, n_seeds,
   evidence and verdict (harness.verdicts).
-* ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics``, ``study``, ``variants``, ``caption``.
+* ``[[reproduction]]``: ``name`` (for the answer's placeholders), ``title``, ``runs`` (glob patterns of run directories under the results directory, e.g.
+  ``di/runs/reference-gan-seed*``), optional ``note``: the failing configuration reproduced, one row per group of
+  runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
+  evidence and verdict.
+* ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics``, then either ``study`` (and optionally
+  ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
 * ``answer``: the answer paragraph. ``{study|variant|column}`` placeholders are filled from the table rows (e.g.
   ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
   measured numbers only.
@@ -98,27 +103,61 @@ def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict]
     return rows, keys
 
 
-def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
+def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, str]], prefix: str, verdict_col: str,
+                 verdict_head: str) -> str:
+    """Paired changes (``prefix``: ``r_`` vs a reference variant, ``d_`` vs the starting generator) in every verdict
+    metric and feature space, one row each; ``lead``: (header, row key) columns shown first."""
     toy_only = keys == ["mmd2"]
     spaces = [] if toy_only else spaces_of(keys)
-    cols = (["Δ MMD² (toy)"] if toy_only else
-            [f"Δ {METRICS[m].header(s)}" for s in spaces for m in verdict_metrics() if key(m, s) in keys])
-    head = ["hypothesis", "change (vs the failing configuration)", "seeds"] + cols + ["verdict vs the failing configuration"]
+    ks = ["mmd2"] if toy_only else [key(m, s) for s in spaces for m in verdict_metrics() if key(m, s) in keys]
+    cols = ["Δ MMD² (toy)"] if toy_only else [f"Δ {METRICS[k.rpartition('_')[0]].header(k.rpartition('_')[2])}" for k in ks]
+    head = [h for h, _ in lead] + ["seeds"] + cols + [verdict_head]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})", f"`{r['variant']}` vs `{r['reference']}`",
-                 f"{int(r['n_seeds'])} ({r['evidence']})"]
-        ks = ["mmd2"] if toy_only else [key(m, s) for s in spaces for m in verdict_metrics() if key(m, s) in keys]
+        cells = [str(r[c]) for _, c in lead] + [f"{int(r['n_seeds'])} ({r['evidence']})"]
         for k in ks:
             spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
-            cells.append(fmt(r.get(f"r_{k}"), r.get(f"r_{k}_lo"), r.get(f"r_{k}_hi"), spec))
-        cells.append(str(r.get("verdict_vs_ref", "")))
+            cells.append(fmt(r.get(f"{prefix}{k}"), r.get(f"{prefix}{k}_lo"), r.get(f"{prefix}{k}_hi"), spec))
+        cells.append(str(r.get(verdict_col, "")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
+    for r in rows:
+        r["_link"] = f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"
+        r["_change"] = f"`{r['variant']}` vs `{r['reference']}`"
+    return change_table(rows, keys, [("hypothesis", "_link"), ("change (vs the failing configuration)", "_change")],
+                        "r_", "verdict_vs_ref", "verdict vs the failing configuration")
+
+
+def run_dirs(results_dir: Path, patterns: list[str]) -> list[Path]:
+    """Finished run directories matching the glob patterns (relative to the results directory), sorted."""
+    found = sorted({p for pat in patterns for p in Path(results_dir).glob(pat) if (p / "summary.json").is_file()})
+    if not found:
+        raise ReportSpecError(f"no finished run directory matches {', '.join(patterns)} under {results_dir}")
+    return found
+
+
+def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]:
+    """A group of run directories against the starting generator: is the failing configuration failing? Returns
+    the section and its rows (named ``rep['name']`` for the answer's placeholders)."""
+    from .report import aggregate, load_run
+
+    dirs = run_dirs(results_dir, rep["runs"])
+    table, keys = aggregate([load_run(d) for d in dirs])
+    rows = [r for r in table.to_dict("records") if r.get("kind") == "variant"]
+    for r in rows:
+        r["study"] = rep.get("name", rep["title"])
+    md = change_table(rows, keys, [("configuration", "variant")], "d_", "verdict", "verdict vs the starting generator")
+    return (f"### {rep['title']}\n\n{rep.get('note', '').strip()}\n\n{md}\n\nRun directories: "
+            + ", ".join(f"`{d.relative_to(results_dir)}`" for d in dirs)
+            + " (each summary.json's manifest names the command that trained it)\n"), rows
+
+
 def fill(template: str, rows: list[dict]) -> str:
-    """Replace ``{study|variant|column}`` with the measured value (and its interval when the column has one)."""
+    """Replace ``{study|variant|column}`` with the measured value (and its interval when the column has one);
+    ``study`` is a hypothesis's study or a reproduction's name."""
     index = {(r["study"], r["variant"]): r for r in rows}
 
     def value(m: re.Match) -> str:
@@ -166,8 +205,21 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     """Draw one figure into out_dir and return its markdown."""
     from .plots import diagnostics, metric_curves, save_grids_panel
 
-    records = [r for r in records_of(fig["study"]) if not fig.get("variants") or r.variant in fig["variants"]]
-    name = f"fig{index}-{fig['kind']}-{fig['study']}.png"
+    if "runs" in fig:  # run directories (harness.run), grouped into variants as harness.report groups them
+        from .report import load_run, run_record, varying_fields
+
+        runs = [load_run(d) for d in run_dirs(results_dir, fig["runs"])]
+        varying = varying_fields([r["config"] for r in runs])
+        records = []
+        for r in runs:
+            rec = run_record(r, varying)
+            rec.run_dir = r["dir"]
+            records.append(rec)
+        source = fig.get("name", "runs")
+    else:
+        records = [r for r in records_of(fig["study"]) if r.done and (not fig.get("variants") or r.variant in fig["variants"])]
+        source = fig["study"]
+    name = f"fig{index}-{fig['kind']}-{source}.png"
     path = out_dir / name
     frames = {"evals.csv": [], "rounds.csv": []}
     for r in records:
@@ -178,9 +230,9 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
                 df["variant"], df["seed"] = r.variant, r.seed
                 acc.append(df)
     if fig["kind"] == "curves" and frames["evals.csv"]:
-        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", fig["study"]))
+        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", source))
     elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
-        diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", fig["study"]),
+        diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", source),
                     pd.concat(frames["evals.csv"]) if frames["evals.csv"] else None)
     elif fig["kind"] == "samples":
         import matplotlib.image as mpimg
@@ -197,7 +249,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     else:
         raise ReportSpecError(f"figure kind must be curves, samples or diagnostics, got {fig['kind']!r}")
     if not path.is_file():
-        return f"*(figure {index}: no run data found for {fig['study']})*\n"
+        return f"*(figure {index}: no run data found for {source})*\n"
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"
 
 
@@ -231,14 +283,19 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
         r, k = hypothesis_rows(h, records_of(h.study))
         rows += r
         keys += [x for x in k if x not in keys]
+    reproductions = [reproduction_section(r, results_dir) for r in spec.get("reproduction", [])]
+    fill_rows = rows + [row for _, rs in reproductions for row in rs]
     fig_dir = out.parent / "report"
     figures = [figure(f, results_dir, fig_dir, i + 1, records_of) for i, f in enumerate(spec.get("figure", []))]
     parts = [f"# {spec['title']}\n",
              "*Generated by `python -m harness.diagnosis` from the study storages and run directories listed below; "
              "every number is measured here unless a row says it is seed 000's.*\n",
              f"## The question\n\n{spec['question'].strip()}\n",
-             f"## The answer\n\n{fill(spec['answer'].strip(), rows)}\n",
+             f"## The answer\n\n{fill(spec['answer'].strip(), fill_rows)}\n",
              f"## Setup\n\n{spec.get('setup', '').strip()}\n\nShipped assets (harness/assets/manifest.json):\n\n{assets_table()}\n",
+             "## The failing configuration, reproduced\n\nEach group of runs against its own starting generator "
+             "(paired per seed, same evaluation latents), final EMA generator at n = 5,000 in every feature space; mean "
+             "[95% interval].\n\n" + ("\n".join(md for md, _ in reproductions) or "*(none)*\n"),
              "## Hypotheses: each change against the failing configuration\n\n"
              "Paired per seed (same evaluation latents), final EMA generator at n = 5,000 in every feature space; mean "
              "[95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",

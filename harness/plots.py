@@ -114,6 +114,16 @@ def metric_curves(data, path, title: str) -> None:
     plt.close(fig)
 
 
+def thin_rounds(data, columns: list[str], points: int = 150):
+    """Per-round rows averaged into at most ``points`` kimg bins per run (variant, seed): the curves keep their
+    shape, and the bootstrap bands over seeds cost ``points`` rather than every round (minutes on a long toy run)."""
+    runs = [c for c in ("variant", "seed") if c in data.columns]
+    span = float(data["kimg"].max()) or 1.0
+    width = span / points
+    binned = data.assign(kimg=((data["kimg"] / width).round() * width))
+    return binned.groupby(runs + ["kimg"], as_index=False)[columns].mean()
+
+
 def diagnostics(rounds, path, title: str, evals=None) -> None:
     """Convergence diagnostics per variant (``rounds``: rows of rounds.csv with a ``variant`` column; ``evals``:
     rows of evals.csv, for the gradient signal when it was measured). Panels: the aux loss minus the teacher's
@@ -135,6 +145,7 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
         id_vars=["variant", "phase"], var_name="sigma bin", value_name="score gap")
     gap["sigma bin"] = gap["sigma bin"].str.replace("gap_s", "", regex=False)
     has_signal = evals is not None and "grad_signal" in getattr(evals, "columns", [])
+    data = thin_rounds(data, ["aux - teacher loss", "gen_grad_norm"])
     fig, axes = plt.subplots(1, 4 if has_signal else 3, figsize=(19 if has_signal else 15, 3.8))
     sns.lineplot(data=data, x="kimg", y="aux - teacher loss", hue="variant", errorbar=("ci", 95), ax=axes[0], legend=False)
     axes[0].axhline(0, color="k", lw=0.6)

@@ -11,7 +11,18 @@ SPEC = '''
 title = "Fixture diagnosis"
 question = "Does a larger generator learning rate break the toy?"
 setup = "The exact-score toy, 2 seeds, a few rounds: a fixture, not a result."
-answer = "Raising the learning rate changes MMD² by {toy_study-smoke|toy_lr=0.003|r_mmd2} ({toy_study-smoke|toy_lr=0.003|verdict_vs_ref})."
+answer = "Raising the learning rate changes MMD² by {toy_study-smoke|toy_lr=0.003|r_mmd2} ({toy_study-smoke|toy_lr=0.003|verdict_vs_ref}); at the base lr, DI changes it by {base|toy|d_mmd2}."
+
+[[reproduction]]
+name = "base"
+title = "The base lr, against the starting generator"
+runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]
+
+[[figure]]
+kind = "curves"
+runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]
+name = "base-runs"
+caption = "the base lr's runs, from their run directories"
 
 [[hypothesis]]
 name = "step-sizes"
@@ -46,7 +57,8 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     out = tmp_path / "out" / "REPORT.md"
     md = diagnosis.write_report(spec, fixture_study, out, "python -m harness.diagnosis (test)")
     assert out.read_text() == md
-    for section in ("## The question", "## The answer", "## Setup", "## Hypotheses", "## Figures",
+    for section in ("## The question", "## The answer", "## Setup", "## The failing configuration, reproduced",
+                    "### The base lr, against the starting generator", "## Hypotheses", "## Figures",
                     "## Seed 000's Table 1 (theirs", "## Reproduce"):
         assert section in md, section
     assert "{" not in md.split("## The answer")[1].split("## Setup")[0]  # every placeholder filled
@@ -54,8 +66,14 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     assert set(rows.variant) == {"toy_lr=0.003", "toy_lr=0.0001"} and (rows.reference == "toy_lr=0.001").all()
     measured = rows.set_index("variant").loc["toy_lr=0.003", "r_mmd2"]
     assert f"{measured:.3g}" in md  # the answer carries the measured number
-    for i, kind in enumerate(("curves", "samples", "diagnostics"), start=1):
+    assert (out.parent / "report" / "fig1-curves-base-runs.png").is_file()
+    for i, kind in enumerate(("curves", "samples", "diagnostics"), start=2):
         assert (out.parent / "report" / f"fig{i}-{kind}-toy_study-smoke.png").is_file()
+    base = __import__("harness.report", fromlist=["aggregate"])
+    runs = [base.load_run(d) for d in sorted((fixture_study / "toy_study-smoke" / "runs").glob("toy_lr=0.001_seed*"))]
+    table, _ = base.aggregate(runs)
+    change = table[table.kind == "variant"].iloc[0]["d_mmd2"]
+    assert f"{change:.3g}" in md.split("## The answer")[1].split("## Setup")[0]  # the reproduction's number too
     manifest = json.loads((out.parent / "report" / "manifest.json").read_text())
     assert manifest["config"]["studies"] == ["toy_study-smoke"] and "git_commit" in manifest
 
@@ -64,6 +82,9 @@ def test_bad_specs_are_one_line_errors(fixture_study, tmp_path):
     spec = tmp_path / "report.toml"
     spec.write_text(SPEC.replace('reference = "toy_lr=0.001"', 'reference = "toy_lr=9"'))
     with pytest.raises(SystemExit, match="no variant 'toy_lr=9'"):
+        diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
+    spec.write_text(SPEC.replace('runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]', 'runs = ["nowhere/*"]', 1))
+    with pytest.raises(SystemExit, match="no finished run directory matches nowhere"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
     spec.write_text(SPEC.replace("r_mmd2}", "r_nothing}"))
     with pytest.raises(SystemExit, match="placeholder"):
