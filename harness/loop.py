@@ -378,10 +378,10 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         raise
     except Exception as err:  # pruning (from on_eval) and anything else: record, then re-raise
         status, reason = ("pruned" if type(err).__name__ == "TrialPruned" else "failed"), f"{type(err).__name__}: {err}"
-        _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command)
+        _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command, device)
         log.close()
         raise
-    summary = _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command)
+    summary = _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command, device)
     log.close()
     return summary
 
@@ -406,7 +406,7 @@ def run_verdict(cfg: DIConfig, start: dict | None, final: dict | None) -> dict:
 
 
 def _write_summary(out: Path, cfg: DIConfig, status: str, reason: str, state: dict, wall: float, commit: str,
-                   command: str | None) -> dict:
+                   command: str | None, device: torch.device) -> dict:
     rounds_done = 0
     if (out / "rounds.csv").is_file():
         with (out / "rounds.csv").open() as f:
