@@ -24,6 +24,7 @@ import pandas as pd
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import Evaluation, is_metric_key
+from .study_spec import objective_name, variant_label
 
 
 
@@ -81,8 +82,6 @@ def reference_variant(spec) -> str | None:
     by convention the reference loop's setting or seed 000's as reported)."""
     if spec.sampler != "grid":
         return None
-    from .study import variant_label
-
     return variant_label({a.name: next(iter(a.values)) for a in spec.axes})
 
 
@@ -232,7 +231,6 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
     from .config import preset as make_preset
-    from .study import objective_name
 
     b = {**{k: getattr(make_preset(spec.preset), k) for k in ("rounds", "batch_size")}, **spec.budgets[budget]}
 
