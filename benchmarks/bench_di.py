@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from harness.config import preset
-from harness.di import DINets, aux_step, edm_denoising_loss, generator_step
+from harness.di import DINets, aux_step, generator_step
 from harness.loop import OneStepGenerator, make_optimisers
 from harness.manifest import make_manifest, write_json
 from harness.networks import build
 from harness.pretrain import TEACHER_PRESETS
-from harness.teachers import build_teacher
+from harness.teachers import build_teacher, edm_denoising_loss
 
 
 def median_time(fn, repeats: int) -> float:

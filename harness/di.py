@@ -20,18 +20,16 @@ code path runs every variant.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import schedules
 from .config import DIConfig, NoiseDist
-from .schedules import edm_loss_weight
+from .schedules import SIGMA_DATA, ddpm_sigma_table, edm_loss_weight, vp_sigma, vp_t_of_sigma
+from .teachers import edm_denoising_loss
 
-SIGMA_DATA = 0.5
 # Fixed score-gap bins in sigma (edges); the per-round diagnostics report E||s_q - s_p||^2 per bin.
 SIGMA_BIN_EDGES = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, math.inf)
 SIGMA_BIN_NAMES = tuple(f"gap_s{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BIN_EDGES[:-1], SIGMA_BIN_EDGES[1:]))
@@ -53,24 +51,6 @@ class DINets:
 
 # ----------------------------------------------------------------------------------------------
 # Small pure functions
-
-
-def vp_sigma(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
-    """sigma(t) of the continuous linear-beta VP SDE: sqrt(exp(0.5 (b_max - b_min) t^2 + b_min t) - 1)."""
-    return torch.sqrt(torch.expm1(0.5 * (beta_max - beta_min) * t**2 + beta_min * t))
-
-
-def vp_t_of_sigma(sigma: float, beta_min: float = 0.1, beta_max: float = 20.0) -> float:
-    """Inverse of ``vp_sigma`` (root of a quadratic in t)."""
-    c = math.log1p(sigma**2)
-    a = 0.5 * (beta_max - beta_min)
-    return (-beta_min + math.sqrt(beta_min**2 + 4 * a * c)) / (2 * a)
-
-
-@functools.lru_cache(maxsize=4)
-def ddpm_sigma_table(num_steps: int) -> torch.Tensor:
-    """sigma_t of DDPM's linear beta schedule (1e-4 -> 0.02) at t = 0 .. T-1, float64, increasing."""
-    return schedules.sigma_from_alphabar(schedules.alphabar_from_betas(schedules.linear_betas(num_steps)))
 
 
 def sample_sigma(dist: NoiseDist, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -166,13 +146,6 @@ def restore_rng(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample lambda(sigma) ||D(x0 + sigma eps, sigma) - x0||^2, summed over pixels (B,)."""
-    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
-    weight = edm_loss_weight(s, SIGMA_DATA)
-    return (weight * (denoiser.denoise(x0 + s * noise, sigma) - x0) ** 2).flatten(1).sum(1)
 
 
 def _step(optimiser: torch.optim.Optimizer, params: list, cfg: DIConfig) -> float:

@@ -22,8 +22,16 @@ import torch.nn.functional as F
 
 from . import schedules
 from .networks import build
+from .schedules import SIGMA_DATA
 
-SIGMA_DATA = 0.5
+
+def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                       sigma_data: float = SIGMA_DATA, pixels: str = "sum") -> torch.Tensor:
+    """EDM's denoising loss per sample (B,): lambda(sigma) ||D(x0 + sigma eps, sigma) - x0||^2 with eps = ``noise``,
+    summed over pixels (``pixels="sum"``: DI's aux loss) or averaged (``"mean"``: the teachers' training loss)."""
+    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
+    error = (schedules.edm_loss_weight(s, sigma_data) * (denoiser.denoise(x0 + s * noise, sigma) - x0) ** 2).flatten(1)
+    return error.sum(1) if pixels == "sum" else error.mean(1)
 
 
 class EDMTeacher(nn.Module):
@@ -51,9 +59,8 @@ class EDMTeacher(nn.Module):
         """EDM training loss per sample (B,): lambda(sigma) * ||D(x0 + sigma eps) - x0||^2, averaged over pixels."""
         b = x0.shape[0]
         sigma = (torch.randn(b, generator=generator, device=x0.device) * self.p_std + self.p_mean).exp()
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device) * sigma.reshape(-1, 1, 1, 1)
-        weight = schedules.edm_loss_weight(sigma, self.sigma_data).reshape(-1, 1, 1, 1)
-        return (weight * (self.denoise(x0 + noise, sigma) - x0) ** 2).flatten(1).mean(1)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        return edm_denoising_loss(self, x0, sigma, noise, self.sigma_data, pixels="mean")
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import di
+from harness import di, schedules
 from harness.config import DIConfig, NoiseDist, apply_overrides
 from harness.networks import build
 from harness.teachers import EDMTeacher
@@ -266,7 +266,7 @@ def test_default_sigma_is_the_release_draw():
 
 def test_vp_t_sigma_inverse():
     for sigma in (0.002, 0.5, 80.0):
-        assert di.vp_sigma(torch.tensor(di.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)
+        assert schedules.vp_sigma(torch.tensor(schedules.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)
 
 
 def test_score_gap_bins():
@@ -424,7 +424,7 @@ def test_generator_range_01_feeds_the_teacher_a_shifted_x0():
 
 
 def test_ddpm_discrete_sigma_is_a_uniform_step_of_the_linear_schedule():
-    table = di.ddpm_sigma_table(2000)
+    table = schedules.ddpm_sigma_table(2000)
     assert table[0].item() == pytest.approx(0.0100005, rel=1e-4) and table[999].item() == pytest.approx(12.70, rel=1e-3)
     torch.manual_seed(0)
     s = di.sample_sigma(NoiseDist(kind="ddpm_discrete"), 40_000).double()
