@@ -22,7 +22,8 @@ import torch
 
 from harness.config import preset
 from harness.di import DINets, aux_step, generator_step
-from harness.loop import OneStepGenerator, make_optimisers
+from harness.generators import OneStepGenerator
+from harness.loop import make_optimisers
 from harness.manifest import make_manifest, write_json
 from harness.networks import build
 from harness.pretrain import TEACHER_PRESETS

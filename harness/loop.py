@@ -35,8 +35,10 @@ from .config import DIConfig
 from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
 from .diagnostics import gradient_signal
 from .ema import ema_beta, update_ema
-from .schedules import lr_decay_factor
+from .generators import GENERATORS
 from .manifest import git_commit, make_manifest, write_json
+from .schedules import lr_decay_factor
+from .teachers import TEACHERS
 
 ROUND_COLUMNS = ["round", "kimg", "aux_loss", "teacher_loss", "aux_grad_norm", "surrogate", "gen_grad_norm",
                  "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "lr_aux", "wall_s"]
@@ -46,26 +48,14 @@ class Diverged(RuntimeError):
     """A loss, gradient or weight became NaN/inf."""
 
 
-class OneStepGenerator(nn.Module):
-    """The paper's generator: a copy of the teacher denoiser called once, x0 = D(init_sigma * z, init_sigma)."""
-
-    def __init__(self, denoiser: nn.Module, init_sigma: float):
-        super().__init__()
-        self.denoiser, self.init_sigma = denoiser, init_sigma
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        sigma = torch.full((z.shape[0],), self.init_sigma, device=z.device, dtype=z.dtype)
-        return self.denoiser.denoise(self.init_sigma * z, sigma)
-
-
 def required_assets(cfg: DIConfig) -> list[str]:
-    """Shipped assets a run needs (none for the toy)."""
+    """Shipped assets a run needs (none for the toy, which scores without feature spaces)."""
     if cfg.teacher == "toy-gmm":
         return []
     from .scoring import required_assets as scoring_assets
 
-    names = [f"teacher-{cfg.teacher}", *scoring_assets()]
-    return names + ([cfg.generator] if cfg.generator.startswith("gan-") else [])
+    names = [TEACHERS[cfg.teacher].asset, *scoring_assets(), GENERATORS[cfg.generator].asset]
+    return [name for name in names if name]
 
 
 def check_assets(cfg: DIConfig, asset_dir=None) -> None:
@@ -78,28 +68,22 @@ def check_assets(cfg: DIConfig, asset_dir=None) -> None:
 
 
 def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
-    """Teacher (frozen), generator and aux networks as the config asks."""
+    """Teacher (frozen), generator and aux networks as the config asks (registries: harness.teachers.TEACHERS,
+    harness.generators.GENERATORS)."""
+    teacher, untrained_denoiser = TEACHERS[cfg.teacher].load(cfg, asset_dir)
+
+    def make_aux() -> nn.Module:  # aux_init=scratch: same architecture, fresh weights
+        return copy.deepcopy(teacher) if cfg.aux_init == "teacher" else untrained_denoiser()
+
+    build_generator = GENERATORS[cfg.generator].build
+    # A fresh network draws its initial weights from the global RNG, so the build order is part of what a seed
+    # gives: the toy has always built G before D_q, the image settings D_q before G.
     if cfg.teacher == "toy-gmm":
-        from .toy import GMMTeacher, MLPDenoiser, MLPGenerator
-
-        teacher = GMMTeacher(weights=cfg.toy_mode_weights)
-        generator = MLPGenerator()
-        aux = MLPDenoiser()
-        latent = (generator.latent_dim,)
+        generator, latent = build_generator(cfg, teacher, asset_dir)
+        aux = make_aux()
     else:
-        from .teachers import build_teacher
-
-        teacher, teacher_cfg = assets.load_teacher(cfg.teacher, asset_dir)
-        if cfg.aux_init == "teacher":
-            aux = copy.deepcopy(teacher)
-        else:  # same architecture, fresh weights (zero-initialised output: D_q = c_skip x at start)
-            aux = build_teacher(teacher_cfg["teacher"])
-        if cfg.generator == "onestep":
-            generator = OneStepGenerator(copy.deepcopy(teacher), cfg.init_sigma)
-            latent = (1, 28, 28)
-        else:
-            generator, gan_cfg = assets.load_network(cfg.generator, asset_dir)
-            latent = (gan_cfg["net"]["latent_dim"],)
+        aux = make_aux()
+        generator, latent = build_generator(cfg, teacher, asset_dir)
     teacher.eval().requires_grad_(False)
     aux.train().requires_grad_(True)
     generator.train().requires_grad_(True)

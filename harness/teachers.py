@@ -15,14 +15,17 @@ Both teachers answer in VE coordinates, which is what the Diff-Instruct loop use
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from . import schedules
+from .assets import load_teacher
 from .networks import build
 from .schedules import SIGMA_DATA
+from .toy import GMMTeacher, MLPDenoiser
 
 
 def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
@@ -175,19 +178,54 @@ class TeacherSpec:
     loss_type: str = "mse"
 
 
+# Registry: TeacherSpec.kind -> (UNet, spec) -> teacher. Checkpoints store the spec and rebuild through here.
+TEACHER_KINDS = {
+    "edm": lambda net, spec: EDMTeacher(net),
+    "ddpm": lambda net, spec: DDPMTeacher(net, spec.get("num_steps", 2000), spec.get("beta_start", 1e-4),
+                                          spec.get("beta_end", 0.02), spec.get("loss_type", "mse")),
+}
+
+
 def build_teacher(spec: dict | TeacherSpec) -> EDMTeacher | DDPMTeacher:
     if isinstance(spec, TeacherSpec):
         spec = spec.__dict__
     net = build("unet", **spec["unet"])
-    if spec["kind"] == "edm":
-        return EDMTeacher(net)
-    if spec["kind"] == "ddpm":
-        return DDPMTeacher(net, spec.get("num_steps", 2000), spec.get("beta_start", 1e-4),
-                           spec.get("beta_end", 0.02), spec.get("loss_type", "mse"))
-    raise ValueError(f"unknown teacher kind {spec['kind']!r}; known: edm, ddpm")
+    if spec["kind"] not in TEACHER_KINDS:
+        raise ValueError(f"unknown teacher kind {spec['kind']!r}; known: {', '.join(TEACHER_KINDS)}")
+    return TEACHER_KINDS[spec["kind"]](net, spec)
 
 
 def default_sampler_kwargs(teacher) -> dict:
     """The sampler each teacher is evaluated with in the baseline table."""
     return {"steps": 18, "sampler": "heun"} if teacher.kind == "edm" else {"steps": 50, "sampler": "ddim"}
 
+
+# ----------------------------------------------------------------------------------------------
+# The teachers a DI run can name (DIConfig.teacher)
+
+
+@dataclass(frozen=True)
+class NamedTeacher:
+    load: Callable  # (cfg, asset_dir) -> (D_p in eval mode, a builder of an untrained denoiser of its architecture)
+    asset: str | None = None  # the shipped checkpoint it loads
+
+
+def _shipped_teacher(name: str) -> NamedTeacher:
+    def load(cfg, asset_dir=None):
+        teacher, config = load_teacher(name, asset_dir)
+        return teacher, lambda: build_teacher(config["teacher"])  # zero-initialised output: D_q = c_skip x at start
+
+    return NamedTeacher(load, asset=f"teacher-{name}")
+
+
+def _toy_teacher(cfg, asset_dir=None):
+    return GMMTeacher(weights=cfg.toy_mode_weights), MLPDenoiser
+
+
+# Registry: name -> teacher. Its keys are the values DIConfig.teacher accepts, in this order.
+TEACHERS = {
+    "edm": _shipped_teacher("edm"),
+    "ddpm-huber": _shipped_teacher("ddpm-huber"),  # seed 000's
+    "ddpm-mse": _shipped_teacher("ddpm-mse"),
+    "toy-gmm": NamedTeacher(_toy_teacher),  # analytic: the exact-score toy (harness.toy)
+}
