@@ -166,19 +166,7 @@ class DDPMTeacher(nn.Module):
         return steps
 
 
-@dataclass(frozen=True)
-class TeacherSpec:
-    """Everything needed to rebuild a teacher: its kind, the UNet config and the parameterisation."""
-
-    kind: str  # "edm" | "ddpm"
-    unet: dict
-    num_steps: int = 2000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    loss_type: str = "mse"
-
-
-# Registry: TeacherSpec.kind -> (UNet, spec) -> teacher. Checkpoints store the spec and rebuild through here.
+# Registry: a teacher spec's kind -> (UNet, spec) -> teacher. Checkpoints store the spec and rebuild through here.
 TEACHER_KINDS = {
     "edm": lambda net, spec: EDMTeacher(net),
     "ddpm": lambda net, spec: DDPMTeacher(net, spec.get("num_steps", 2000), spec.get("beta_start", 1e-4),
@@ -186,9 +174,9 @@ TEACHER_KINDS = {
 }
 
 
-def build_teacher(spec: dict | TeacherSpec) -> EDMTeacher | DDPMTeacher:
-    if isinstance(spec, TeacherSpec):
-        spec = spec.__dict__
+def build_teacher(spec: dict) -> EDMTeacher | DDPMTeacher:
+    """A teacher from its spec: ``kind`` (edm | ddpm), ``unet`` (the UNet's config) and, for ddpm, the
+    parameterisation (``num_steps``, ``beta_start``, ``beta_end``, ``loss_type``)."""
     net = build("unet", **spec["unet"])
     if spec["kind"] not in TEACHER_KINDS:
         raise ValueError(f"unknown teacher kind {spec['kind']!r}; known: {', '.join(TEACHER_KINDS)}")
