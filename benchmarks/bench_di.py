@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from harness import markdown
 from harness.config import preset
 from harness.di import DINets, aux_step, generator_step
 from harness.generators import OneStepGenerator
@@ -163,13 +164,15 @@ def main(argv=None) -> None:
     write_json(out / f"di-rounds-{device.type}.json", {"rows": rows, "optimised": optimised, "manifest": make_manifest(
         command=" ".join(["python benchmarks/bench_di.py"] + (argv if argv is not None else sys.argv[1:])),
         config=vars(args), seed=None, wall_s=time.time() - t_start, device=device)})
-    lines = ["| setting | batch | rounds/s | images/s | round (s) | sum of passes (s) | round / passes |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['batch']} | {r['rounds_per_s']:.3g} | {r['images_per_s']:.3g} | {r['round_s']:.3g} | "
-              f"{r['sum_of_passes_s']:.3g} | {r['round_over_passes']:.3f} |" for r in rows]
-    lines += ["", "| setting | path | round (s) | speed-up vs eager fp32 |", "|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['path']} | {r['round_s']:.3g} | {r['speedup_vs_eager']:.3f} |" for r in optimised]
-    (out / f"di-rounds-{device.type}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rounds = markdown.table(
+        ["setting", "batch", "rounds/s", "images/s", "round (s)", "sum of passes (s)", "round / passes"],
+        [[r["setting"], str(r["batch"]), f"{r['rounds_per_s']:.3g}", f"{r['images_per_s']:.3g}", f"{r['round_s']:.3g}",
+          f"{r['sum_of_passes_s']:.3g}", f"{r['round_over_passes']:.3f}"] for r in rows])
+    paths = markdown.table(["setting", "path", "round (s)", "speed-up vs eager fp32"],
+                           [[r["setting"], r["path"], f"{r['round_s']:.3g}", f"{r['speedup_vs_eager']:.3f}"] for r in optimised])
+    text = rounds + "\n\n" + paths
+    (out / f"di-rounds-{device.type}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import markdown
 from .comparison import RunRecord, fmt, image_keys, is_toy, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
@@ -139,7 +140,7 @@ def assets_table() -> str:
     from . import assets
 
     manifest = assets.read_manifest()
-    lines = ["| asset | parameters | trained | batch, lr, betas | test accuracy |", "|---|---|---|---|---|"]
+    rows = []
     for name, m in sorted(manifest.items()):
         if not m.get("parameter_count"):  # feature banks: data, not networks
             continue
@@ -147,18 +148,19 @@ def assets_table() -> str:
         extra = cfg.get("extra", {}) or {}
         trained = ", ".join(f"{extra[k]} {k}" for k in ("epochs", "kimg") if k in extra) + f" ({cfg.get('steps', '?')} steps)"
         acc = (m.get("metrics") or {}).get("test_accuracy")
-        lines.append(f"| `{name}` | {m.get('parameter_count', '')} | {trained} | {cfg.get('batch_size', '')}, "
-                     f"{cfg.get('lr', '')}, {tuple(cfg.get('betas', ()))} | {fmt(acc) if acc is not None else ''} |")
-    return "\n".join(lines)
+        rows.append([f"`{name}`", str(m.get("parameter_count", "")), trained,
+                     f"{cfg.get('batch_size', '')}, {cfg.get('lr', '')}, {tuple(cfg.get('betas', ()))}",
+                     fmt(acc) if acc is not None else ""])
+    return markdown.table(["asset", "parameters", "trained", "batch, lr, betas", "test accuracy"], rows)
 
 
 def seed000_section() -> str:
     from .baselines import SEED000_ROWS, SEED000_SOURCE
 
-    lines = ["| entry (theirs) | precision | recall | KID (Inception) |", "|---|---|---|---|"]
-    for r in SEED000_ROWS:
-        lines.append(f"| {r['entry']} | {r['published_precision']} | {r['published_recall']} | {r['published_kid_inception']} |")
-    return (f"## Seed 000's Table 1 (theirs: {SEED000_SOURCE})\n\n" + "\n".join(lines) +
+    rows = [[str(r[k]) for k in ("entry", "published_precision", "published_recall", "published_kid_inception")]
+            for r in SEED000_ROWS]
+    return (f"## Seed 000's Table 1 (theirs: {SEED000_SOURCE})\n\n"
+            + markdown.table(["entry (theirs)", "precision", "recall", "KID (Inception)"], rows) +
             "\n\nWhat n = 100 can resolve is measured in `results/sample_size/` (`python -m harness.sample_size`).\n")
 
 
