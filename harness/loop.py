@@ -175,26 +175,13 @@ class Evaluator:
 
 
 def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:
-    from .plots import save_grid
+    """Images as a grid; the toy's 2-D points as a scatter over the teacher's modes."""
+    from .plots import save_grid, save_points
 
     if x.dim() == 4:
         save_grid(x[:64], path, title=title)
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    ax.scatter(*x[:2000].T.numpy(), s=2, alpha=0.5, label="generator")
-    if teacher is not None:
-        ax.scatter(*teacher.means.T.numpy(), marker="x", color="red", label="modes")
-    ax.set_xlim(-2, 2)
-    ax.set_ylim(-2, 2)
-    ax.set_title(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    else:
+        save_points(x[:2000], path, title, modes=teacher.means if teacher is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Figures (matplotlib/seaborn, headless): sample grids and metric comparisons."""
+"""Figures (matplotlib/seaborn, headless): sample grids and metric comparisons.
+
+Every figure is drawn here, and this is the one place that picks matplotlib's backend: Agg, which needs no
+display (workers, CI, lent machines); modules that draw import ``plt`` from here.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,20 @@ def save_grid(images: torch.Tensor, path: Path, title: str | None = None, nrow: 
         ax.set_title(title, fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_points(points: torch.Tensor, path: Path, title: str, modes: torch.Tensor | None = None) -> None:
+    """2-D samples (N, 2) as a scatter on [-2, 2]^2, with the target's modes as red crosses (the toy)."""
+    fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    ax.scatter(*points.T.numpy(), s=2, alpha=0.5, label="generator")
+    if modes is not None:
+        ax.scatter(*modes.T.numpy(), marker="x", color="red", label="modes")
+    ax.set_xlim(-2, 2)
+    ax.set_ylim(-2, 2)
+    ax.set_title(title, fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -194,4 +212,13 @@ def grid_strip(grids: list[Path], path: Path, title: str) -> None:
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def importance_bars(importances, path: Path, xlabel: str) -> None:
+    """Horizontal bars of parameter importances (``importances``: a frame with ``param`` and ``importance``)."""
+    fig, ax = plt.subplots(figsize=(5, 0.4 * len(importances) + 1))
+    ax.barh(importances.param[::-1], importances.importance[::-1])
+    ax.set_xlabel(xlabel, fontsize=8)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)

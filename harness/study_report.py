@@ -109,15 +109,6 @@ def baseline_rows(results_dir: Path, names: tuple[str, ...], keys: list[str]) ->
 # Plots
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(study, path: Path, title: str) -> None:
     from .plots import metric_curves
 
@@ -185,12 +176,9 @@ def importance(study, out: Path, objective: str = "the objective") -> None:
     # fANOVA over the completed trials only: with few of them (pruning stops most) it is a rough ranking
     df = pd.DataFrame({"param": list(imp), "importance": list(imp.values()), "n_complete_trials": len(complete)})
     df.to_csv(out / "importance.csv", index=False)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 0.4 * len(df) + 1))
-    ax.barh(df.param[::-1], df.importance[::-1])
-    ax.set_xlabel(f"fANOVA importance for {objective} ({len(complete)} completed trials)", fontsize=8)
-    fig.savefig(out / "importance.png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    from .plots import importance_bars
+
+    importance_bars(df, out / "importance.png", f"fANOVA importance for {objective} ({len(complete)} completed trials)")
 
 
 # ----------------------------------------------------------------------------------------------
