@@ -14,13 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-# The pluggable kinds are registries in their own modules (adding one is one entry there); the rest are toggles
-# of the one DI code path.
-from .generators import GENERATORS
-from .noise_levels import SIGMA_KINDS
-from .teachers import TEACHERS
-from .weightings import WEIGHTINGS
-
+# Teachers, generators, weightings and sigma kinds are registries beside the code they build (adding one is one
+# entry there); validation reads their names. The tuples below are toggles of the one DI code path.
 FREEZE_ORDERS = ("reference", "clean", "independent_dropout", "teacher_eval")
 EPS_PORTS = ("exact", "sign_flipped", "no_sigma", "eps_as_score")
 GENERATOR_MODES = ("reference", "train", "eval")
@@ -64,6 +59,8 @@ class NoiseDist:
         return self.sigma_min > 0 or math.isfinite(self.sigma_max)
 
     def validate(self, name: str) -> None:
+        from .noise_levels import SIGMA_KINDS  # imported here, as in DIConfig.validate
+
         if self.kind not in SIGMA_KINDS:
             raise ConfigError(f"{name}.kind must be one of {', '.join(SIGMA_KINDS)}, got {self.kind!r}")
         if not (0 <= self.sigma_min < self.sigma_max):
@@ -219,6 +216,12 @@ class DIConfig:
         self.validate()
 
     def validate(self) -> None:
+        # The registries import torch: imported here, not at the top, so that reading presets and field docs (the
+        # CLIs' --help) stays fast.
+        from .generators import GENERATORS
+        from .teachers import TEACHERS
+        from .weightings import WEIGHTINGS
+
         def choice(name, options):
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
