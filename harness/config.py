@@ -350,7 +350,7 @@ def apply_overrides(cfg: DIConfig, overrides: dict[str, str] | list[str]) -> DIC
     for key, raw in overrides.items():
         head, _, sub = key.partition(".")
         if head not in names:
-            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --list-fields`")
+            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --help` (it lists every field)")
         current = getattr(cfg, head)
         if sub:
             if not isinstance(current, NoiseDist) or sub not in {f.name for f in fields(NoiseDist)}:
