@@ -230,11 +230,13 @@ def finished_summary(run_dir: str | Path) -> dict | None:
     return summary if summary.get("status") in ("completed", "diverged") else None
 
 
-def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None) -> dict:
+def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None,
+          pruned_by: tuple[type[BaseException], ...] = ()) -> dict:
     """Run (or resume) one DI run into ``out_dir``; returns the summary also written to summary.json.
 
     ``on_eval(round, metrics)`` is called after every evaluation (Optuna reports and pruning); an exception
-    it raises ends the run with status 'pruned' after the summary is written, then propagates.
+    it raises ends the run after the summary is written, then propagates. The summary's status is 'pruned' for
+    the exception types in ``pruned_by`` (a study passes Optuna's TrialPruned), 'failed' for any other.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +350,7 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         log.close()
         raise
     except Exception as err:  # pruning (from on_eval) and anything else: record, then re-raise
-        status, reason = ("pruned" if type(err).__name__ == "TrialPruned" else "failed"), f"{type(err).__name__}: {err}"
+        status, reason = ("pruned" if isinstance(err, pruned_by) else "failed"), f"{type(err).__name__}: {err}"
         _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command, device)
         log.close()
         raise

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -53,13 +54,14 @@ def make_storage(url: str, heartbeat: int, grace: int):
 
     retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
     retry = retry_cls(max_retry=3)
-    RDBStorage = storages.RDBStorage
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     kwargs = dict(engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace)
+    # Optuna 4 renamed the stale-trial callback's keyword: read the signature (catching the TypeError of the wrong
+    # keyword would also catch any other bad argument).
+    new_keyword = "heartbeat_stale_trial_callback" in inspect.signature(storages.RDBStorage).parameters
+    kwargs["heartbeat_stale_trial_callback" if new_keyword else "failed_trial_callback"] = retry
     try:
-        storage = RDBStorage(url, heartbeat_stale_trial_callback=retry, **kwargs)
-    except TypeError:  # Optuna < 4: the older keyword
-        storage = RDBStorage(url, failed_trial_callback=retry, **kwargs)
+        storage = storages.RDBStorage(url, **kwargs)
     finally:
         # Failed trials are reported in one line by the worker (with their reason attribute), not as tracebacks.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -235,7 +237,7 @@ def run_trial(trial, spec: StudySpec, budget: str, seeds: int, out: Path, thread
 
     command = f"python -m harness.study {spec.name} --budget {budget} (trial {trial.number})"
     try:
-        summary = train(cfg, run_dir, on_eval=on_eval, command=command)
+        summary = train(cfg, run_dir, on_eval=on_eval, command=command, pruned_by=(optuna.TrialPruned,))
     except optuna.TrialPruned as pruned:
         _record(trial, run_dir, status="pruned", reason=str(pruned))
         raise
@@ -347,8 +349,10 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
 
     failures: dict[int, str] = {}  # trial number -> one-line reason, for the worker's message
+    started: list[int] = []  # the number of the trial this worker's current optimize() call started
 
     def objective(trial):
+        started.append(trial.number)
         try:
             return run_trial(trial, spec, args.budget, args.seeds, out_path, args.threads)
         except optuna.TrialPruned:
@@ -388,6 +392,7 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                 continue
             try:
                 ended = []  # this worker's trial (the study's last trial may be another worker's)
+                started.clear()
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
                                callbacks=[lambda _study, trial: ended.append(trial)])
                 storage_errors = 0
@@ -399,10 +404,13 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                 # The storage failed outside the objective (ask/tell). A trial left running without its heartbeat
                 # goes stale, is failed and retried; the worker itself carries on.
                 storage_errors = _storage_error(spec.name, err, storage_errors)
-            except ValueError as err:
+            except (ValueError, AssertionError):
                 # Another worker judged this trial stale (a heartbeat delayed under load) and failed it while it
-                # ran; its retry, already enqueued with the same cell, resumes the finished run directory.
-                if "Cannot tell a FAIL trial" not in str(err):
+                # ran; its retry, already enqueued with the same cell, resumes the finished run directory. Optuna has
+                # no exception type for this: telling a trial that is no longer running raises a plain ValueError, or
+                # (Optuna 5, objective returned a value) an AssertionError from its post-processing. So the check is
+                # the trial's stored state, and anything else is re-raised.
+                if not _failed_meanwhile(study, started):
                     raise
                 print(f"[study {spec.name}] a trial was marked stale by another worker while running; "
                       f"its retry will reuse the run's checkpoint", flush=True)
@@ -411,6 +419,13 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                 print(f"{stop}; the interrupted trial was marked failed and will re-run (resuming its checkpoint) "
                       f"when the same command is run again", flush=True)
                 raise SystemExit(130) from None
+
+
+def _failed_meanwhile(study, numbers: list[int]) -> bool:
+    """Whether a trial this worker started (``numbers``) is stored as failed although it was still running here."""
+    from optuna.trial import TrialState
+
+    return any(t.number in numbers and t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
 
 
 def _storage_error(name: str, err: Exception, count: int, limit: int = 20) -> int:
