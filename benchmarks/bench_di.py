@@ -69,6 +69,17 @@ def synchronised(fn, device: torch.device):
     return run
 
 
+def round_fn(cfg, nets: DINets, batch: int, device: torch.device):
+    """One DI round as the loop runs it (an aux step, then a generator step, on fresh latents), with new optimisers."""
+    opt_aux, opt_gen = make_optimisers(cfg, nets)
+
+    def one_round():
+        aux_step(cfg, nets, opt_aux, nets.sample_latent(batch, device))
+        generator_step(cfg, nets, opt_gen, nets.sample_latent(batch, device))
+
+    return one_round
+
+
 def passes_alone(cfg, nets, batch: int, repeats: int, device: torch.device) -> dict:
     """Each network pass of a reference round, timed on its own."""
     z = nets.sample_latent(batch, device)
@@ -120,13 +131,7 @@ def main(argv=None) -> None:
     t_start, rows = time.time(), []
     for setting in settings:
         cfg, nets = make(setting, args.batch, device)
-        opt_aux, opt_gen = make_optimisers(cfg, nets)
-
-        def one_round():
-            aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
-            generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
-
-        t_round = median_time(synchronised(one_round, device), args.repeats)
+        t_round = median_time(synchronised(round_fn(cfg, nets, args.batch, device), device), args.repeats)
         parts = passes_alone(cfg, nets, args.batch, args.repeats, device)
         rows.append({"setting": setting, "batch": args.batch, "round_s": t_round, "rounds_per_s": 1 / t_round,
                      "images_per_s": args.batch / t_round, "sum_of_passes_s": sum(parts.values()),
@@ -148,14 +153,9 @@ def main(argv=None) -> None:
             if cfg.compile:
                 for den in (nets.teacher, nets.aux):
                     den.net.forward = torch.compile(den.net.forward)
-            opt_aux, opt_gen = make_optimisers(cfg, nets)
-
-            def one_round():
-                aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
-                generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
-
             optimised.append({"setting": setting, "path": label,
-                              "round_s": median_time(synchronised(one_round, device), args.repeats)})
+                              "round_s": median_time(synchronised(round_fn(cfg, nets, args.batch, device), device),
+                                                     args.repeats)})
     for r in optimised:
         base = next(o["round_s"] for o in optimised if o["setting"] == r["setting"] and o["path"] == "eager fp32")
         r["speedup_vs_eager"] = base / r["round_s"]

@@ -15,6 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def save_figure(fig, path: Path, dpi: int, tight_layout: bool = True) -> None:
+    """Lay the figure out (unless told not to), write it to ``path`` (making its folder) and free it."""
+    if tight_layout:
+        fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> torch.Tensor:
     """(B, 1, H, W) in [-1, 1] -> one (H', W') array in [0, 1] (no torchvision needed)."""
     images = images[: nrow * nrow].clamp(-1, 1).add(1).div(2)
@@ -34,9 +43,7 @@ def save_grid(images: torch.Tensor, path: Path, title: str | None = None, nrow: 
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150, tight_layout=False)
 
 
 def save_points(points: torch.Tensor, path: Path, title: str, modes: torch.Tensor | None = None) -> None:
@@ -48,9 +55,7 @@ def save_points(points: torch.Tensor, path: Path, title: str, modes: torch.Tenso
     ax.set_xlim(-2, 2)
     ax.set_ylim(-2, 2)
     ax.set_title(title, fontsize=9)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120, tight_layout=False)
 
 
 def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: int = 8) -> None:
@@ -61,9 +66,7 @@ def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: in
         ax.imshow(image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150, tight_layout=False)
 
 
 def save_metric_bars(table, path: Path, title: str = ""):
@@ -85,10 +88,7 @@ def save_metric_bars(table, path: Path, title: str = ""):
             ax.invert_yaxis()
             ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def metric_curves(data, path, title: str) -> None:
@@ -126,10 +126,7 @@ def metric_curves(data, path, title: str) -> None:
     if axes[0][len(grid[0]) - 1].get_legend() is not None:
         sns.move_legend(axes[0][len(grid[0]) - 1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.suptitle(f"{title}\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def diagnostics(rounds, path, title: str, evals=None) -> None:
@@ -172,10 +169,7 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     if legend_ax.get_legend() is not None:
         sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str, Path]], path: Path, title: str) -> None:
@@ -194,10 +188,7 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
                 ax.imshow(plt.imread(cell[0]))
                 ax.set_title(cell[1], fontsize=7)
     fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row); right: reference samples", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def grid_strip(grids: list[Path], path: Path, title: str) -> None:
@@ -209,10 +200,7 @@ def grid_strip(grids: list[Path], path: Path, title: str) -> None:
         ax.imshow(plt.imread(g))
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def importance_bars(importances, path: Path, xlabel: str) -> None:
@@ -220,5 +208,4 @@ def importance_bars(importances, path: Path, xlabel: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(importances) + 1))
     ax.barh(importances.param[::-1], importances.importance[::-1])
     ax.set_xlabel(xlabel, fontsize=8)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=130, tight_layout=False)

@@ -248,7 +248,7 @@ def _seed000_markdown(pairs: pd.DataFrame, spaces: list[str], models: list[str])
 
 def save_spread_plot(draws: pd.DataFrame, path: Path) -> None:
     """Per metric and space: the distribution of single evaluations per (model, n, protocol) as box plots."""
-    from .plots import plt
+    from .plots import plt, save_figure
 
     spaces = [s for s in FEATURE_SPACES if scoring.key("kid", s) in draws]
     groups = list(draws.groupby(["n", "protocol", "model"], sort=True).groups)
@@ -264,10 +264,7 @@ def save_spread_plot(draws: pd.DataFrame, path: Path) -> None:
             ax.set_title(scoring.METRICS[m].header(space), fontsize=7)
             ax.grid(alpha=0.3)
     fig.suptitle("single evaluations over independent draws (box: quartiles, whiskers 1.5 IQR)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_outputs(draws: pd.DataFrame, out: Path, models: list[str], ns: list[int]) -> str:
