@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 
+from harness import markdown
 from harness.config import preset
-from harness.di import DINets, aux_step, edm_denoising_loss, generator_step
-from harness.loop import OneStepGenerator, make_optimisers
+from harness.di import DINets, aux_step, generator_step
+from harness.generators import OneStepGenerator
+from harness.loop import make_optimisers
 from harness.manifest import make_manifest, write_json
 from harness.networks import build
 from harness.pretrain import TEACHER_PRESETS
-from harness.teachers import build_teacher
+from harness.teachers import build_teacher, edm_denoising_loss
 
 
 def median_time(fn, repeats: int) -> float:
@@ -65,6 +67,17 @@ def synchronised(fn, device: torch.device):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return run
+
+
+def round_fn(cfg, nets: DINets, batch: int, device: torch.device):
+    """One DI round as the loop runs it (an aux step, then a generator step, on fresh latents), with new optimisers."""
+    opt_aux, opt_gen = make_optimisers(cfg, nets)
+
+    def one_round():
+        aux_step(cfg, nets, opt_aux, nets.sample_latent(batch, device))
+        generator_step(cfg, nets, opt_gen, nets.sample_latent(batch, device))
+
+    return one_round
 
 
 def passes_alone(cfg, nets, batch: int, repeats: int, device: torch.device) -> dict:
@@ -118,13 +131,7 @@ def main(argv=None) -> None:
     t_start, rows = time.time(), []
     for setting in settings:
         cfg, nets = make(setting, args.batch, device)
-        opt_aux, opt_gen = make_optimisers(cfg, nets)
-
-        def one_round():
-            aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
-            generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
-
-        t_round = median_time(synchronised(one_round, device), args.repeats)
+        t_round = median_time(synchronised(round_fn(cfg, nets, args.batch, device), device), args.repeats)
         parts = passes_alone(cfg, nets, args.batch, args.repeats, device)
         rows.append({"setting": setting, "batch": args.batch, "round_s": t_round, "rounds_per_s": 1 / t_round,
                      "images_per_s": args.batch / t_round, "sum_of_passes_s": sum(parts.values()),
@@ -146,14 +153,9 @@ def main(argv=None) -> None:
             if cfg.compile:
                 for den in (nets.teacher, nets.aux):
                     den.net.forward = torch.compile(den.net.forward)
-            opt_aux, opt_gen = make_optimisers(cfg, nets)
-
-            def one_round():
-                aux_step(cfg, nets, opt_aux, nets.sample_latent(args.batch, device))
-                generator_step(cfg, nets, opt_gen, nets.sample_latent(args.batch, device))
-
             optimised.append({"setting": setting, "path": label,
-                              "round_s": median_time(synchronised(one_round, device), args.repeats)})
+                              "round_s": median_time(synchronised(round_fn(cfg, nets, args.batch, device), device),
+                                                     args.repeats)})
     for r in optimised:
         base = next(o["round_s"] for o in optimised if o["setting"] == r["setting"] and o["path"] == "eager fp32")
         r["speedup_vs_eager"] = base / r["round_s"]
@@ -162,13 +164,15 @@ def main(argv=None) -> None:
     write_json(out / f"di-rounds-{device.type}.json", {"rows": rows, "optimised": optimised, "manifest": make_manifest(
         command=" ".join(["python benchmarks/bench_di.py"] + (argv if argv is not None else sys.argv[1:])),
         config=vars(args), seed=None, wall_s=time.time() - t_start, device=device)})
-    lines = ["| setting | batch | rounds/s | images/s | round (s) | sum of passes (s) | round / passes |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['batch']} | {r['rounds_per_s']:.3g} | {r['images_per_s']:.3g} | {r['round_s']:.3g} | "
-              f"{r['sum_of_passes_s']:.3g} | {r['round_over_passes']:.3f} |" for r in rows]
-    lines += ["", "| setting | path | round (s) | speed-up vs eager fp32 |", "|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['path']} | {r['round_s']:.3g} | {r['speedup_vs_eager']:.3f} |" for r in optimised]
-    (out / f"di-rounds-{device.type}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    rounds = markdown.table(
+        ["setting", "batch", "rounds/s", "images/s", "round (s)", "sum of passes (s)", "round / passes"],
+        [[r["setting"], str(r["batch"]), f"{r['rounds_per_s']:.3g}", f"{r['images_per_s']:.3g}", f"{r['round_s']:.3g}",
+          f"{r['sum_of_passes_s']:.3g}", f"{r['round_over_passes']:.3f}"] for r in rows])
+    paths = markdown.table(["setting", "path", "round (s)", "speed-up vs eager fp32"],
+                           [[r["setting"], r["path"], f"{r['round_s']:.3g}", f"{r['speedup_vs_eager']:.3f}"] for r in optimised])
+    text = rounds + "\n\n" + paths
+    (out / f"di-rounds-{device.type}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import pandas as pd
 
 from harness.manifest import make_manifest, write_json
 from harness.comparison import markdown_table
-from harness.study import available_studies
+from harness.study_spec import available_studies
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from harness import markdown
 from harness.manifest import make_manifest, write_json
 from harness.networks import build
 from harness.pretrain import TEACHER_PRESETS
@@ -97,10 +98,10 @@ def main(argv=None) -> None:
     write_json(out / f"testbed-{suffix}.json", {"rows": rows, "manifest": make_manifest(
         command=" ".join(["python benchmarks/bench_testbed.py"] + (argv if argv is not None else sys.argv[1:])),
         config=vars(args), seed=None, wall_s=time.time() - t_start, device=device)})
-    lines = ["| what | median | unit | batch | repeats |", "|---|---|---|---|---|"]
-    lines += [f"| {r['what']} | {r['median']:.4g} | {r['unit']} | {r['batch']} | {r['repeats']} |" for r in rows]
-    (out / f"testbed-{suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown.table(["what", "median", "unit", "batch", "repeats"],
+                          [[r["what"], f"{r['median']:.4g}", r["unit"], str(r["batch"]), str(r["repeats"])] for r in rows])
+    (out / f"testbed-{suffix}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

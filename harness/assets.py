@@ -20,8 +20,6 @@ from .manifest import write_json
 from .networks import build
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
-TEACHERS = ("edm", "ddpm-huber", "ddpm-mse")
-GANS = ("gan-weak", "gan-strong")
 
 
 class AssetNotFoundError(FileNotFoundError):

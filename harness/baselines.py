@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import assets, metrics
+from . import assets, markdown, metrics
 from . import scoring
 from .evaluation import generate
 from .feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
@@ -82,8 +82,7 @@ def measure(model: str, n: int, seed: int, refs, asset_dir=None, data_root=None,
 def frame_to_markdown(frame: pd.DataFrame) -> str:
     """Plain markdown table (no tabulate dependency)."""
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    return markdown.table(list(map(str, frame.columns)), cells)
 
 
 def _asset_fingerprint(model: str, asset_dir=None) -> str:
@@ -131,14 +130,14 @@ def to_markdown(table: pd.DataFrame) -> str:
         if scoring.key(order[0], space) not in table:
             continue
         cols = ["model", "n"] + [f"{scoring.METRICS[m].header(space)} ({scoring.METRICS[m].group})" for m in order]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        rows = []
         for _, r in measured.iterrows():
             cells = [str(r.model), str(int(r.n_samples))]
             for m in order:
                 k = scoring.key(m, space)
                 cells.append(fmt(r.get(k), r.get(f"{k}_lo"), r.get(f"{k}_hi"), scoring.METRICS[m].fmt))
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append(f"## Measured, {space} features (value [95% half-sample interval])\n\n" + "\n".join(lines) + "\n")
+            rows.append(cells)
+        parts.append(f"## Measured, {space} features (value [95% half-sample interval])\n\n" + markdown.table(cols, rows) + "\n")
     timing = measured[["model", "nfe", "ms_per_image", "sampler"]]
     parts.append("## Samplers\n\n" + frame_to_markdown(timing) + "\n")
     theirs = table[table.model == "seed000-table1"][["entry", "published_precision", "published_recall", "published_kid_inception", "n_samples"]]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from . import markdown
 from .feature_spaces import FEATURE_SPACES
 from .scoring import METRICS, Evaluation, is_metric_key, key, split_key, verdict_metrics
 from .verdicts import Change, evidence, paired_changes, scalar_verdict, t_interval, verdict
@@ -157,15 +158,9 @@ def _cell(r, col: str, spec: str) -> str:
     return fmt(r.get(col), r.get(f"{col}_lo"), r.get(f"{col}_hi"), spec)
 
 
-def _table(lines_rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cells) + " |" for cells in lines_rows]
-    return "\n".join(out) + "\n"
-
-
 def markdown_table(table: pd.DataFrame, cols: list[str]) -> str:
     """Markdown table of ``cols``; a cell shows its ``<col>_lo`` / ``<col>_hi`` interval when the frame has one."""
-    return _table([[_cell(r, c, ".4g") for c in cols] for _, r in table.iterrows()], cols)
+    return markdown.table(cols, [[_cell(r, c, ".4g") for c in cols] for _, r in table.iterrows()]) + "\n"
 
 
 def n_note(table: pd.DataFrame, toy: bool = False) -> str:
@@ -185,9 +180,9 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
     variants = table[table.kind == "variant"]
     parts = []
     head = ["variant", "seeds", "verdict vs start"] + (["verdict vs reference"] if reference else [])
-    parts.append("## Verdicts\n\n" + _table(
-        [[str(r.variant), f"{int(r.n_seeds)} ({r.evidence})", str(r.get("verdict", "")),
-          *([str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()], head))
+    parts.append("## Verdicts\n\n" + markdown.table(head, [
+        [str(r.variant), f"{int(r.n_seeds)} ({r.evidence})", str(r.get("verdict", "")),
+         *([str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()]) + "\n")
     vkeys = [m for m in METRICS if METRICS[m].in_verdict]
     for prefix, against in (("d_", "the starting generator"), ("r_", f"`{reference}`")):
         if prefix == "r_" and not reference:
@@ -196,14 +191,14 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
             head = ["variant", "seeds"] + [f"Δ {METRICS[m].header(s)}" for m in vkeys]
             rows = [[str(r.variant), str(int(r.n_seeds))] + [_cell(r, f"{prefix}{key(m, s)}", METRICS[m].fmt) for m in vkeys]
                     for _, r in variants.iterrows()]
-            parts.append(f"## Paired change vs {against}, {s} features (mean [95% interval])\n\n" + _table(rows, head))
+            parts.append(f"## Paired change vs {against}, {s} features (mean [95% interval])\n\n" + markdown.table(head, rows) + "\n")
     order = [m for g in ("fidelity", "diversity", "distance") for m in METRICS if METRICS[m].group == g]
     for s in spaces:
         head = ["row", "n", "seeds"] + [f"{METRICS[m].header(s)} ({METRICS[m].group})" for m in order] + ["source"]
         rows = [[str(r.variant), str(r.get("n", "")), fmt(r.get("n_seeds"))] +
                 [_cell(r, key(m, s), METRICS[m].fmt) for m in order] + [str(r.get("source", ""))]
                 for _, r in table.iterrows()]
-        parts.append(f"## Metrics in {s} features (mean [95% interval])\n\n" + _table(rows, head))
+        parts.append(f"## Metrics in {s} features (mean [95% interval])\n\n" + markdown.table(head, rows) + "\n")
     return "\n".join(parts)
 
 
@@ -215,7 +210,7 @@ def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
         rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in present]
                     + [_cell(r, "d_mmd2", ".4g"), "" if r.get("kind") == "start" else str(r.get("verdict", "") or "")]
                     + (["" if r.get("kind") == "start" else str(r.get("verdict_vs_ref", "") or "")] if reference else []))
-    return "## Exact-score toy (MMD² in its own units)\n\n" + _table(rows, head)
+    return "## Exact-score toy (MMD² in its own units)\n\n" + markdown.table(head, rows) + "\n"
 
 
 TOY_NOTE = ("Intervals are 95% Student-t over seeds (per-seed values, or per-seed paired changes). The toy's "

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-TEACHERS = ("edm", "ddpm-huber", "ddpm-mse", "toy-gmm")
-GENERATORS = ("onestep", "gan-weak", "gan-strong", "toy-mlp")
+# Teachers, generators, weightings and sigma kinds are registries beside the code they build (adding one is one
+# entry there); validation reads their names. The tuples below are toggles of the one DI code path.
 FREEZE_ORDERS = ("reference", "clean", "independent_dropout", "teacher_eval")
-WEIGHTINGS = ("reference", "score_uniform", "snr", "edm_lambda", "dmd_normalized", "eps_uniform")
-NOISE_KINDS = ("lognormal", "uniform_log", "uniform_vp_t", "ddpm_discrete")
 EPS_PORTS = ("exact", "sign_flipped", "no_sigma", "eps_as_score")
 GENERATOR_MODES = ("reference", "train", "eval")
 GENERATOR_RANGES = ("pm1", "01")
@@ -61,13 +59,15 @@ class NoiseDist:
         return self.sigma_min > 0 or math.isfinite(self.sigma_max)
 
     def validate(self, name: str) -> None:
-        if self.kind not in NOISE_KINDS:
-            raise ConfigError(f"{name}.kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}")
+        from .noise_levels import SIGMA_KINDS  # imported here, as in DIConfig.validate
+
+        if self.kind not in SIGMA_KINDS:
+            raise ConfigError(f"{name}.kind must be one of {', '.join(SIGMA_KINDS)}, got {self.kind!r}")
         if not (0 <= self.sigma_min < self.sigma_max):
             raise ConfigError(f"{name}: need 0 <= sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         if self.kind == "ddpm_discrete" and self.ddpm_steps < 2:
             raise ConfigError(f"{name}.ddpm_steps must be >= 2, got {self.ddpm_steps}")
-        if self.kind in ("uniform_log", "uniform_vp_t") and not (self.sigma_min > 0 and math.isfinite(self.sigma_max)):
+        if SIGMA_KINDS[self.kind].needs_finite_range and not (self.sigma_min > 0 and math.isfinite(self.sigma_max)):
             raise ConfigError(f"{name}: kind {self.kind!r} needs a finite range 0 < sigma_min < sigma_max < inf")
         if self.p_std <= 0:
             raise ConfigError(f"{name}.p_std must be > 0, got {self.p_std}")
@@ -216,6 +216,12 @@ class DIConfig:
         self.validate()
 
     def validate(self) -> None:
+        # The registries import torch: imported here, not at the top, so that reading presets and field docs (the
+        # CLIs' --help) stays fast.
+        from .generators import GENERATORS
+        from .teachers import TEACHERS
+        from .weightings import WEIGHTINGS
+
         def choice(name, options):
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
@@ -344,7 +350,7 @@ def apply_overrides(cfg: DIConfig, overrides: dict[str, str] | list[str]) -> DIC
     for key, raw in overrides.items():
         head, _, sub = key.partition(".")
         if head not in names:
-            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --list-fields`")
+            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --help` (it lists every field)")
         current = getattr(cfg, head)
         if sub:
             if not isinstance(current, NoiseDist) or sub not in {f.name for f in fields(NoiseDist)}:

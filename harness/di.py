@@ -20,18 +20,17 @@ code path runs every variant.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import schedules
-from .config import DIConfig, NoiseDist
-from .schedules import edm_loss_weight
+from .config import DIConfig
+from .noise_levels import sample_sigma
+from .teachers import edm_denoising_loss
+from .weightings import generator_weight
 
-SIGMA_DATA = 0.5
 # Fixed score-gap bins in sigma (edges); the per-round diagnostics report E||s_q - s_p||^2 per bin.
 SIGMA_BIN_EDGES = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, math.inf)
 SIGMA_BIN_NAMES = tuple(f"gap_s{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BIN_EDGES[:-1], SIGMA_BIN_EDGES[1:]))
@@ -53,72 +52,6 @@ class DINets:
 
 # ----------------------------------------------------------------------------------------------
 # Small pure functions
-
-
-def vp_sigma(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
-    """sigma(t) of the continuous linear-beta VP SDE: sqrt(exp(0.5 (b_max - b_min) t^2 + b_min t) - 1)."""
-    return torch.sqrt(torch.expm1(0.5 * (beta_max - beta_min) * t**2 + beta_min * t))
-
-
-def vp_t_of_sigma(sigma: float, beta_min: float = 0.1, beta_max: float = 20.0) -> float:
-    """Inverse of ``vp_sigma`` (root of a quadratic in t)."""
-    c = math.log1p(sigma**2)
-    a = 0.5 * (beta_max - beta_min)
-    return (-beta_min + math.sqrt(beta_min**2 + 4 * a * c)) / (2 * a)
-
-
-@functools.lru_cache(maxsize=4)
-def ddpm_sigma_table(num_steps: int) -> torch.Tensor:
-    """sigma_t of DDPM's linear beta schedule (1e-4 -> 0.02) at t = 0 .. T-1, float64, increasing."""
-    return schedules.sigma_from_alphabar(schedules.alphabar_from_betas(schedules.linear_betas(num_steps)))
-
-
-def sample_sigma(dist: NoiseDist, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample sigma (n,) from ``dist``. Untruncated log-normal (the default) is drawn exactly as the release
-    does; a truncated one by inverse-CDF sampling within [sigma_min, sigma_max] (no rejection loop, no pile-up)."""
-    if dist.kind == "lognormal" and not dist.truncated:  # the release: exp(randn * P_std + P_mean)
-        return (torch.randn(n, generator=generator, device=device) * dist.p_std + dist.p_mean).exp()
-    if dist.kind == "ddpm_discrete":  # t uniform over the steps whose sigma lies in [sigma_min, sigma_max]
-        table = ddpm_sigma_table(dist.ddpm_steps)
-        allowed = table[(table >= dist.sigma_min) & (table <= dist.sigma_max)]
-        if len(allowed) == 0:
-            raise ValueError(f"no DDPM step has sigma in [{dist.sigma_min}, {dist.sigma_max}]")
-        idx = torch.randint(0, len(allowed), (n,), generator=generator)
-        return allowed[idx].float().to(device)
-    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-    lo = math.log(dist.sigma_min) if dist.sigma_min > 0 else -math.inf
-    hi = math.log(dist.sigma_max)
-    if dist.kind == "lognormal":
-        normal = torch.distributions.Normal(torch.tensor(dist.p_mean, dtype=torch.float64), torch.tensor(dist.p_std, dtype=torch.float64))
-        c_lo = normal.cdf(torch.tensor(lo, dtype=torch.float64)) if math.isfinite(lo) else torch.tensor(0.0, dtype=torch.float64)
-        c_hi = normal.cdf(torch.tensor(hi, dtype=torch.float64)) if math.isfinite(hi) else torch.tensor(1.0, dtype=torch.float64)
-        p = (c_lo + u.cpu() * (c_hi - c_lo)).clamp(1e-12, 1 - 1e-12)
-        sigma = normal.icdf(p).exp().to(device)
-    elif dist.kind == "uniform_log":
-        sigma = torch.exp(lo + u * (hi - lo))
-    elif dist.kind == "uniform_vp_t":
-        t_lo, t_hi = vp_t_of_sigma(dist.sigma_min), vp_t_of_sigma(dist.sigma_max)
-        sigma = vp_sigma(t_lo + u * (t_hi - t_lo))
-    else:  # guarded by config validation
-        raise ValueError(dist.kind)
-    return sigma.clamp(dist.sigma_min, dist.sigma_max).float()
-
-
-def generator_weight(kind: str, sigma: torch.Tensor, x0: torch.Tensor, d_p: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight w (B,) on the denoiser gap D_q - D_p (see DIConfig.weighting)."""
-    if kind == "reference":
-        return torch.ones_like(sigma)
-    if kind == "score_uniform":
-        return sigma**-2
-    if kind == "snr":
-        return SIGMA_DATA**2 / (sigma**2 + SIGMA_DATA**2)
-    if kind == "edm_lambda":
-        return edm_loss_weight(sigma, SIGMA_DATA)
-    if kind == "eps_uniform":  # unit weight on the eps gap: the plain DDPM port, (eps_p - eps_q) = (D_q - D_p) / sigma
-        return sigma**-1
-    if kind == "dmd_normalized":  # DMD: divide by the mean absolute gap between x0 and the teacher's estimate
-        return 1.0 / (x0 - d_p).detach().abs().flatten(1).mean(1).clamp_min(1e-8)
-    raise ValueError(kind)
 
 
 def ported_gap(port: str, d_q: torch.Tensor, d_p: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -166,13 +99,6 @@ def restore_rng(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample lambda(sigma) ||D(x0 + sigma eps, sigma) - x0||^2, summed over pixels (B,)."""
-    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
-    weight = edm_loss_weight(s, SIGMA_DATA)
-    return (weight * (denoiser.denoise(x0 + s * noise, sigma) - x0) ** 2).flatten(1).sum(1)
 
 
 def _step(optimiser: torch.optim.Optimizer, params: list, cfg: DIConfig) -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import markdown
 from .comparison import RunRecord, fmt, image_keys, is_toy, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
@@ -112,15 +113,15 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, str]],
     ks = ["mmd2"] if toy_only else [key(m, s) for s in spaces for m in verdict_metrics() if key(m, s) in keys]
     cols = ["Δ MMD² (toy)"] if toy_only else [f"Δ {METRICS[k.rpartition('_')[0]].header(k.rpartition('_')[2])}" for k in ks]
     head = [h for h, _ in lead] + ["seeds"] + cols + [verdict_head]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in rows:
         cells = [str(r[c]) for _, c in lead] + [f"{int(r['n_seeds'])} ({r['evidence']})"]
         for k in ks:
             spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
             cells.append(fmt(r.get(f"{prefix}{k}"), r.get(f"{prefix}{k}_lo"), r.get(f"{prefix}{k}_hi"), spec))
         cells.append(str(r.get(verdict_col, "")))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown.table(head, lines)
 
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
@@ -178,7 +179,7 @@ def assets_table() -> str:
     from . import assets
 
     manifest = assets.read_manifest()
-    lines = ["| asset | parameters | trained | batch, lr, betas | test accuracy |", "|---|---|---|---|---|"]
+    rows = []
     for name, m in sorted(manifest.items()):
         if not m.get("parameter_count"):  # feature banks: data, not networks
             continue
@@ -186,18 +187,19 @@ def assets_table() -> str:
         extra = cfg.get("extra", {}) or {}
         trained = ", ".join(f"{extra[k]} {k}" for k in ("epochs", "kimg") if k in extra) + f" ({cfg.get('steps', '?')} steps)"
         acc = (m.get("metrics") or {}).get("test_accuracy")
-        lines.append(f"| `{name}` | {m.get('parameter_count', '')} | {trained} | {cfg.get('batch_size', '')}, "
-                     f"{cfg.get('lr', '')}, {tuple(cfg.get('betas', ()))} | {fmt(acc) if acc is not None else ''} |")
-    return "\n".join(lines)
+        rows.append([f"`{name}`", str(m.get("parameter_count", "")), trained,
+                     f"{cfg.get('batch_size', '')}, {cfg.get('lr', '')}, {tuple(cfg.get('betas', ()))}",
+                     fmt(acc) if acc is not None else ""])
+    return markdown.table(["asset", "parameters", "trained", "batch, lr, betas", "test accuracy"], rows)
 
 
 def seed000_section() -> str:
     from .baselines import SEED000_ROWS, SEED000_SOURCE
 
-    lines = ["| entry (theirs) | precision | recall | KID (Inception) |", "|---|---|---|---|"]
-    for r in SEED000_ROWS:
-        lines.append(f"| {r['entry']} | {r['published_precision']} | {r['published_recall']} | {r['published_kid_inception']} |")
-    return (f"## Seed 000's Table 1 (theirs: {SEED000_SOURCE})\n\n" + "\n".join(lines) +
+    rows = [[str(r[k]) for k in ("entry", "published_precision", "published_recall", "published_kid_inception")]
+            for r in SEED000_ROWS]
+    return (f"## Seed 000's Table 1 (theirs: {SEED000_SOURCE})\n\n"
+            + markdown.table(["entry (theirs)", "precision", "recall", "KID (Inception)"], rows) +
             "\n\nWhat n = 100 can resolve is measured in `results/sample_size/` (`python -m harness.sample_size`).\n")
 
 

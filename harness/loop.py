@@ -35,8 +35,10 @@ from .config import DIConfig
 from .di import DINets, SIGMA_BIN_NAMES, aux_step, bin_score_gap, generator_step
 from .diagnostics import gradient_signal
 from .ema import ema_beta, update_ema
-from .schedules import lr_decay_factor
+from .generators import GENERATORS
 from .manifest import git_commit, make_manifest, write_json
+from .schedules import lr_decay_factor
+from .teachers import TEACHERS
 
 ROUND_COLUMNS = ["round", "kimg", "aux_loss", "teacher_loss", "aux_grad_norm", "surrogate", "gen_grad_norm",
                  "score_gap", *SIGMA_BIN_NAMES, "ema_beta", "lr_aux", "wall_s"]
@@ -46,26 +48,14 @@ class Diverged(RuntimeError):
     """A loss, gradient or weight became NaN/inf."""
 
 
-class OneStepGenerator(nn.Module):
-    """The paper's generator: a copy of the teacher denoiser called once, x0 = D(init_sigma * z, init_sigma)."""
-
-    def __init__(self, denoiser: nn.Module, init_sigma: float):
-        super().__init__()
-        self.denoiser, self.init_sigma = denoiser, init_sigma
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        sigma = torch.full((z.shape[0],), self.init_sigma, device=z.device, dtype=z.dtype)
-        return self.denoiser.denoise(self.init_sigma * z, sigma)
-
-
 def required_assets(cfg: DIConfig) -> list[str]:
-    """Shipped assets a run needs (none for the toy)."""
+    """Shipped assets a run needs (none for the toy, which scores without feature spaces)."""
     if cfg.teacher == "toy-gmm":
         return []
     from .scoring import required_assets as scoring_assets
 
-    names = [f"teacher-{cfg.teacher}", *scoring_assets()]
-    return names + ([cfg.generator] if cfg.generator.startswith("gan-") else [])
+    names = [TEACHERS[cfg.teacher].asset, *scoring_assets(), GENERATORS[cfg.generator].asset]
+    return [name for name in names if name]
 
 
 def check_assets(cfg: DIConfig, asset_dir=None) -> None:
@@ -78,28 +68,22 @@ def check_assets(cfg: DIConfig, asset_dir=None) -> None:
 
 
 def build_nets(cfg: DIConfig, asset_dir=None) -> DINets:
-    """Teacher (frozen), generator and aux networks as the config asks."""
+    """Teacher (frozen), generator and aux networks as the config asks (registries: harness.teachers.TEACHERS,
+    harness.generators.GENERATORS)."""
+    teacher, untrained_denoiser = TEACHERS[cfg.teacher].load(cfg, asset_dir)
+
+    def make_aux() -> nn.Module:  # aux_init=scratch: same architecture, fresh weights
+        return copy.deepcopy(teacher) if cfg.aux_init == "teacher" else untrained_denoiser()
+
+    build_generator = GENERATORS[cfg.generator].build
+    # A fresh network draws its initial weights from the global RNG, so the build order is part of what a seed
+    # gives: the toy has always built G before D_q, the image settings D_q before G.
     if cfg.teacher == "toy-gmm":
-        from .toy import GMMTeacher, MLPDenoiser, MLPGenerator
-
-        teacher = GMMTeacher(weights=cfg.toy_mode_weights)
-        generator = MLPGenerator()
-        aux = MLPDenoiser()
-        latent = (generator.latent_dim,)
+        generator, latent = build_generator(cfg, teacher, asset_dir)
+        aux = make_aux()
     else:
-        from .teachers import build_teacher
-
-        teacher, teacher_cfg = assets.load_teacher(cfg.teacher, asset_dir)
-        if cfg.aux_init == "teacher":
-            aux = copy.deepcopy(teacher)
-        else:  # same architecture, fresh weights (zero-initialised output: D_q = c_skip x at start)
-            aux = build_teacher(teacher_cfg["teacher"])
-        if cfg.generator == "onestep":
-            generator = OneStepGenerator(copy.deepcopy(teacher), cfg.init_sigma)
-            latent = (1, 28, 28)
-        else:
-            generator, gan_cfg = assets.load_network(cfg.generator, asset_dir)
-            latent = (gan_cfg["net"]["latent_dim"],)
+        aux = make_aux()
+        generator, latent = build_generator(cfg, teacher, asset_dir)
     teacher.eval().requires_grad_(False)
     aux.train().requires_grad_(True)
     generator.train().requires_grad_(True)
@@ -191,26 +175,13 @@ class Evaluator:
 
 
 def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:
-    from .plots import save_grid
+    """Images as a grid; the toy's 2-D points as a scatter over the teacher's modes."""
+    from .plots import save_grid, save_points
 
     if x.dim() == 4:
         save_grid(x[:64], path, title=title)
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    ax.scatter(*x[:2000].T.numpy(), s=2, alpha=0.5, label="generator")
-    if teacher is not None:
-        ax.scatter(*teacher.means.T.numpy(), marker="x", color="red", label="modes")
-    ax.set_xlim(-2, 2)
-    ax.set_ylim(-2, 2)
-    ax.set_title(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    else:
+        save_points(x[:2000], path, title, modes=teacher.means if teacher is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,11 +230,13 @@ def finished_summary(run_dir: str | Path) -> dict | None:
     return summary if summary.get("status") in ("completed", "diverged") else None
 
 
-def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None) -> dict:
+def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, command: str | None = None,
+          pruned_by: tuple[type[BaseException], ...] = ()) -> dict:
     """Run (or resume) one DI run into ``out_dir``; returns the summary also written to summary.json.
 
     ``on_eval(round, metrics)`` is called after every evaluation (Optuna reports and pruning); an exception
-    it raises ends the run with status 'pruned' after the summary is written, then propagates.
+    it raises ends the run after the summary is written, then propagates. The summary's status is 'pruned' for
+    the exception types in ``pruned_by`` (a study passes Optuna's TrialPruned), 'failed' for any other.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,7 +350,7 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         log.close()
         raise
     except Exception as err:  # pruning (from on_eval) and anything else: record, then re-raise
-        status, reason = ("pruned" if type(err).__name__ == "TrialPruned" else "failed"), f"{type(err).__name__}: {err}"
+        status, reason = ("pruned" if isinstance(err, pruned_by) else "failed"), f"{type(err).__name__}: {err}"
         _write_summary(out, cfg, status, reason, state, wall or time.time() - t_start, commit, command, device)
         log.close()
         raise

@@ -197,7 +197,18 @@ class DCGANDiscriminator(nn.Module):
 # Evaluator: FashionMNIST classifier; its penultimate activations are the metric feature space
 
 
-class Evaluator(nn.Module):
+class FeatureClassifier(nn.Module):
+    """A classifier ``conv -> features_head -> classifier`` whose penultimate activations are a metric space."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (B, feature_dim): the space every sample-quality metric lives in."""
+        return self.features_head(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class Evaluator(FeatureClassifier):
     def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10, dropout: float = 0.3):
         super().__init__()
         w = width
@@ -214,13 +225,6 @@ class Evaluator(nn.Module):
         )
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations (B, feature_dim): the space every sample-quality metric lives in."""
-        return self.features_head(self.conv(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
 
 class _ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
@@ -235,7 +239,7 @@ class _ResidualBlock(nn.Module):
         return F.silu(self.body(x) + self.skip(x))
 
 
-class ResNetEvaluator(nn.Module):
+class ResNetEvaluator(FeatureClassifier):
     """A second FashionMNIST classifier, built differently from ``Evaluator`` on purpose (residual blocks,
     GroupNorm, SiLU, strided downsampling, global average pooling, 64-d features), so that a metric's verdict
     can be checked in a feature space that does not share the first one's inductive biases."""
@@ -252,12 +256,6 @@ class ResNetEvaluator(nn.Module):
         )
         self.features_head = nn.Sequential(nn.Linear(4 * w, feature_dim), nn.SiLU())
         self.classifier = nn.Linear(feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features_head(self.conv(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Figures (matplotlib/seaborn, headless): sample grids and metric comparisons."""
+"""Figures (matplotlib/seaborn, headless): sample grids and metric comparisons.
+
+Every figure is drawn here, and this is the one place that picks matplotlib's backend: Agg, which needs no
+display (workers, CI, lent machines); modules that draw import ``plt`` from here.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+
+def save_figure(fig, path: Path, dpi: int, tight_layout: bool = True) -> None:
+    """Lay the figure out (unless told not to), write it to ``path`` (making its folder) and free it."""
+    if tight_layout:
+        fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> torch.Tensor:
@@ -30,9 +43,19 @@ def save_grid(images: torch.Tensor, path: Path, title: str | None = None, nrow: 
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150, tight_layout=False)
+
+
+def save_points(points: torch.Tensor, path: Path, title: str, modes: torch.Tensor | None = None) -> None:
+    """2-D samples (N, 2) as a scatter on [-2, 2]^2, with the target's modes as red crosses (the toy)."""
+    fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    ax.scatter(*points.T.numpy(), s=2, alpha=0.5, label="generator")
+    if modes is not None:
+        ax.scatter(*modes.T.numpy(), marker="x", color="red", label="modes")
+    ax.set_xlim(-2, 2)
+    ax.set_ylim(-2, 2)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path, dpi=120, tight_layout=False)
 
 
 def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: int = 8) -> None:
@@ -43,9 +66,7 @@ def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: in
         ax.imshow(image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150, tight_layout=False)
 
 
 def save_metric_bars(table, path: Path, title: str = ""):
@@ -67,10 +88,7 @@ def save_metric_bars(table, path: Path, title: str = ""):
             ax.invert_yaxis()
             ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def metric_curves(data, path, title: str) -> None:
@@ -108,10 +126,7 @@ def metric_curves(data, path, title: str) -> None:
     if axes[0][len(grid[0]) - 1].get_legend() is not None:
         sns.move_legend(axes[0][len(grid[0]) - 1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.suptitle(f"{title}\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def thin_rounds(data, columns: list[str], points: int = 150):
@@ -165,10 +180,7 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     if legend_ax.get_legend() is not None:
         sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str, Path]], path: Path, title: str) -> None:
@@ -187,10 +199,7 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
                 ax.imshow(plt.imread(cell[0]))
                 ax.set_title(cell[1], fontsize=7)
     fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row); right: reference samples", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def grid_strip(grids: list[Path], path: Path, title: str) -> None:
@@ -202,7 +211,12 @@ def grid_strip(grids: list[Path], path: Path, title: str) -> None:
         ax.imshow(plt.imread(g))
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
+
+
+def importance_bars(importances, path: Path, xlabel: str) -> None:
+    """Horizontal bars of parameter importances (``importances``: a frame with ``param`` and ``importance``)."""
+    fig, ax = plt.subplots(figsize=(5, 0.4 * len(importances) + 1))
+    ax.barh(importances.param[::-1], importances.importance[::-1])
+    ax.set_xlabel(xlabel, fontsize=8)
+    save_figure(fig, path, dpi=130, tight_layout=False)

@@ -17,11 +17,13 @@ from .config import PRESETS, ConfigError, DIConfig, apply_overrides, field_docs,
 
 
 def fields_help(width: int = 110) -> str:
-    """One line per config field: name = default, then the first sentence of its docstring."""
-    docs, defaults, lines = field_docs(), DIConfig(), []
+    """One line per config field: name = default, then the first sentence of its docstring. The defaults are read
+    from the fields, not from a built DIConfig, whose validation would import torch (for the registries' names)."""
+    docs, lines = field_docs(), []
     for f in dataclasses.fields(DIConfig):
         doc = docs.get(f.name, "").split(". ")[0]
-        line = f"  {f.name} = {getattr(defaults, f.name)!r}" + (f"  -- {doc}" if doc else "")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        line = f"  {f.name} = {default!r}" + (f"  -- {doc}" if doc else "")
         lines.append(line if len(line) <= width else line[: width - 3] + "...")
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import assets, scoring
+from . import assets, markdown, scoring
 from .evaluation import featurise, generate
 from .feature_spaces import FEATURE_SPACES
 from .manifest import git_commit, make_manifest, write_json
@@ -181,7 +181,7 @@ def to_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, models: list[str], n
              "harness's intervals are as wide as the evaluations really vary.\n"]
     for space in spaces:
         cols = ["model", "n", "protocol", "repeats"] + [scoring.METRICS[m].header(space) for m in REPORTED]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        rows = []
         for _, r in summary.iterrows():
             cells = [r.model, str(r.n), r.protocol, str(r.repeats)]
             for m in REPORTED:
@@ -192,8 +192,8 @@ def to_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, models: list[str], n
                     cell += f" [{_fmt(r[f'{k}_sd_lo'])}, {_fmt(r[f'{k}_sd_hi'])}]; half-sample sd {_fmt(hs)}"
                 cell += ")"
                 cells.append(cell)
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append(f"## {space} features (mean ± 95% half-width of one evaluation)\n\n" + "\n".join(lines) + "\n")
+            rows.append(cells)
+        parts.append(f"## {space} features (mean ± 95% half-width of one evaluation)\n\n" + markdown.table(cols, rows) + "\n")
     if len(pairs):
         parts.append(_pairs_markdown(pairs, spaces))
         parts.append(_seed000_markdown(pairs, spaces, models))
@@ -202,7 +202,7 @@ def to_markdown(summary: pd.DataFrame, pairs: pd.DataFrame, models: list[str], n
 
 def _pairs_markdown(pairs: pd.DataFrame, spaces: list[str]) -> str:
     cols = ["pair", "space", "n", "protocol", "repeats"] + [f"Δ {scoring.METRICS[m].label}" for m in REPORTED]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for space in spaces:
         for _, r in pairs.iterrows():
             cells = [r.pair, space, str(r.n), r.protocol, str(r.repeats)]
@@ -210,9 +210,9 @@ def _pairs_markdown(pairs: pd.DataFrame, spaces: list[str]) -> str:
                 k = scoring.key(m, space)
                 cells.append(f"{_fmt(r[f'{k}_mean'], '.3g')} ± {_fmt(r[f'{k}_halfwidth'])} "
                              f"(sign wrong {100 * r[f'{k}_sign_wrong']:.0f}%)")
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
     return ("## One comparison of two models (difference per repeat: mean ± 95% half-width; how often one "
-            "comparison gets the sign wrong)\n\n" + "\n".join(lines) + "\n")
+            "comparison gets the sign wrong)\n\n" + markdown.table(cols, rows) + "\n")
 
 
 def _seed000_markdown(pairs: pd.DataFrame, spaces: list[str], models: list[str]) -> str:
@@ -225,18 +225,19 @@ def _seed000_markdown(pairs: pd.DataFrame, spaces: list[str], models: list[str])
         return ""
     r = small.iloc[0]
     large = pairs[pairs.protocol == "bank"].sort_values("n").iloc[-1]
-    lines = ["| metric | seed 000's difference (theirs, published, Inception features) | space | "
-             "95% half-width of one comparison at n = 100 (measured here) | resolvable? | "
-             f"this pair's mean difference at n = 100 (matched) / n = {int(large.n)} (bank) |", "|---|---|---|---|---|---|"]
+    cols = ["metric", "seed 000's difference (theirs, published, Inception features)", "space",
+            "95% half-width of one comparison at n = 100 (measured here)", "resolvable?",
+            f"this pair's mean difference at n = 100 (matched) / n = {int(large.n)} (bank)"]
+    rows = []
     for m, d in theirs.items():
         for space in spaces:
             k = scoring.key(m, space)
             hw = r[f"{k}_halfwidth"]
-            lines.append(f"| {m} | {d:+.2f} (generator vs DM) | {space} | ±{hw:.3f} | "
-                         f"{'yes' if abs(d) > hw else 'no: within the noise of one comparison'} | "
-                         f"{r[f'{k}_mean']:+.3f} / {large[f'{k}_mean']:+.3f} |")
+            rows.append([m, f"{d:+.2f} (generator vs DM)", space, f"±{hw:.3f}",
+                         "yes" if abs(d) > hw else "no: within the noise of one comparison",
+                         f"{r[f'{k}_mean']:+.3f} / {large[f'{k}_mean']:+.3f}"])
     return ("## Seed 000's Table 1 at n = 100 (their numbers are theirs; the half-widths are measured here on the pair "
-            f"`{r.pair}`, matched protocol)\n\n" + "\n".join(lines) + "\n\n"
+            f"`{r.pair}`, matched protocol)\n\n" + markdown.table(cols, rows) + "\n\n"
             "A difference smaller than the half-width cannot be told from the noise of a single comparison at n = 100; "
             "one at about the half-width is detected only half the time. The last column shows what n = 100 does to "
             "a real difference besides adding noise: the matched protocol's small real set also shifts the metric "
@@ -247,7 +248,7 @@ def _seed000_markdown(pairs: pd.DataFrame, spaces: list[str], models: list[str])
 
 def save_spread_plot(draws: pd.DataFrame, path: Path) -> None:
     """Per metric and space: the distribution of single evaluations per (model, n, protocol) as box plots."""
-    from .plots import plt
+    from .plots import plt, save_figure
 
     spaces = [s for s in FEATURE_SPACES if scoring.key("kid", s) in draws]
     groups = list(draws.groupby(["n", "protocol", "model"], sort=True).groups)
@@ -263,10 +264,7 @@ def save_spread_plot(draws: pd.DataFrame, path: Path) -> None:
             ax.set_title(scoring.METRICS[m].header(space), fontsize=7)
             ax.grid(alpha=0.3)
     fig.suptitle("single evaluations over independent draws (box: quartiles, whiskers 1.5 IQR)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_outputs(draws: pd.DataFrame, out: Path, models: list[str], ns: list[int]) -> str:

@@ -24,6 +24,7 @@ import pandas as pd
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import Evaluation, is_metric_key
+from .study_spec import objective_name, variant_label
 
 
 
@@ -81,8 +82,6 @@ def reference_variant(spec) -> str | None:
     by convention the reference loop's setting or seed 000's as reported)."""
     if spec.sampler != "grid":
         return None
-    from .study import variant_label
-
     return variant_label({a.name: next(iter(a.values)) for a in spec.axes})
 
 
@@ -108,15 +107,6 @@ def baseline_rows(results_dir: Path, names: tuple[str, ...], keys: list[str]) ->
 
 # ----------------------------------------------------------------------------------------------
 # Plots
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_curves(study, path: Path, title: str) -> None:
@@ -186,12 +176,9 @@ def importance(study, out: Path, objective: str = "the objective") -> None:
     # fANOVA over the completed trials only: with few of them (pruning stops most) it is a rough ranking
     df = pd.DataFrame({"param": list(imp), "importance": list(imp.values()), "n_complete_trials": len(complete)})
     df.to_csv(out / "importance.csv", index=False)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 0.4 * len(df) + 1))
-    ax.barh(df.param[::-1], df.importance[::-1])
-    ax.set_xlabel(f"fANOVA importance for {objective} ({len(complete)} completed trials)", fontsize=8)
-    fig.savefig(out / "importance.png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    from .plots import importance_bars
+
+    importance_bars(df, out / "importance.png", f"fANOVA importance for {objective} ({len(complete)} completed trials)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,7 +219,6 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
     from .config import preset as make_preset
-    from .study import objective_name
 
     b = {**{k: getattr(make_preset(spec.preset), k) for k in ("rounds", "batch_size")}, **spec.budgets[budget]}
 

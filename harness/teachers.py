@@ -15,15 +15,26 @@ Both teachers answer in VE coordinates, which is what the Diff-Instruct loop use
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from . import schedules
+from .assets import load_teacher
 from .networks import build
+from .schedules import SIGMA_DATA
+from .toy import GMMTeacher, MLPDenoiser
 
-SIGMA_DATA = 0.5
+
+def edm_denoising_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                       sigma_data: float = SIGMA_DATA, pixels: str = "sum") -> torch.Tensor:
+    """EDM's denoising loss per sample (B,): lambda(sigma) ||D(x0 + sigma eps, sigma) - x0||^2 with eps = ``noise``,
+    summed over pixels (``pixels="sum"``: DI's aux loss) or averaged (``"mean"``: the teachers' training loss)."""
+    s = sigma.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
+    error = (schedules.edm_loss_weight(s, sigma_data) * (denoiser.denoise(x0 + s * noise, sigma) - x0) ** 2).flatten(1)
+    return error.sum(1) if pixels == "sum" else error.mean(1)
 
 
 class EDMTeacher(nn.Module):
@@ -51,9 +62,8 @@ class EDMTeacher(nn.Module):
         """EDM training loss per sample (B,): lambda(sigma) * ||D(x0 + sigma eps) - x0||^2, averaged over pixels."""
         b = x0.shape[0]
         sigma = (torch.randn(b, generator=generator, device=x0.device) * self.p_std + self.p_mean).exp()
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device) * sigma.reshape(-1, 1, 1, 1)
-        weight = schedules.edm_loss_weight(sigma, self.sigma_data).reshape(-1, 1, 1, 1)
-        return (weight * (self.denoise(x0 + noise, sigma) - x0) ** 2).flatten(1).mean(1)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        return edm_denoising_loss(self, x0, sigma, noise, self.sigma_data, pixels="mean")
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -156,31 +166,54 @@ class DDPMTeacher(nn.Module):
         return steps
 
 
-@dataclass(frozen=True)
-class TeacherSpec:
-    """Everything needed to rebuild a teacher: its kind, the UNet config and the parameterisation."""
-
-    kind: str  # "edm" | "ddpm"
-    unet: dict
-    num_steps: int = 2000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    loss_type: str = "mse"
+# Registry: a teacher spec's kind -> (UNet, spec) -> teacher. Checkpoints store the spec and rebuild through here.
+TEACHER_KINDS = {
+    "edm": lambda net, spec: EDMTeacher(net),
+    "ddpm": lambda net, spec: DDPMTeacher(net, spec.get("num_steps", 2000), spec.get("beta_start", 1e-4),
+                                          spec.get("beta_end", 0.02), spec.get("loss_type", "mse")),
+}
 
 
-def build_teacher(spec: dict | TeacherSpec) -> EDMTeacher | DDPMTeacher:
-    if isinstance(spec, TeacherSpec):
-        spec = spec.__dict__
+def build_teacher(spec: dict) -> EDMTeacher | DDPMTeacher:
+    """A teacher from its spec: ``kind`` (edm | ddpm), ``unet`` (the UNet's config) and, for ddpm, the
+    parameterisation (``num_steps``, ``beta_start``, ``beta_end``, ``loss_type``)."""
     net = build("unet", **spec["unet"])
-    if spec["kind"] == "edm":
-        return EDMTeacher(net)
-    if spec["kind"] == "ddpm":
-        return DDPMTeacher(net, spec.get("num_steps", 2000), spec.get("beta_start", 1e-4),
-                           spec.get("beta_end", 0.02), spec.get("loss_type", "mse"))
-    raise ValueError(f"unknown teacher kind {spec['kind']!r}; known: edm, ddpm")
+    if spec["kind"] not in TEACHER_KINDS:
+        raise ValueError(f"unknown teacher kind {spec['kind']!r}; known: {', '.join(TEACHER_KINDS)}")
+    return TEACHER_KINDS[spec["kind"]](net, spec)
 
 
 def default_sampler_kwargs(teacher) -> dict:
     """The sampler each teacher is evaluated with in the baseline table."""
     return {"steps": 18, "sampler": "heun"} if teacher.kind == "edm" else {"steps": 50, "sampler": "ddim"}
 
+
+# ----------------------------------------------------------------------------------------------
+# The teachers a DI run can name (DIConfig.teacher)
+
+
+@dataclass(frozen=True)
+class NamedTeacher:
+    load: Callable  # (cfg, asset_dir) -> (D_p in eval mode, a builder of an untrained denoiser of its architecture)
+    asset: str | None = None  # the shipped checkpoint it loads
+
+
+def _shipped_teacher(name: str) -> NamedTeacher:
+    def load(cfg, asset_dir=None):
+        teacher, config = load_teacher(name, asset_dir)
+        return teacher, lambda: build_teacher(config["teacher"])  # zero-initialised output: D_q = c_skip x at start
+
+    return NamedTeacher(load, asset=f"teacher-{name}")
+
+
+def _toy_teacher(cfg, asset_dir=None):
+    return GMMTeacher(weights=cfg.toy_mode_weights), MLPDenoiser
+
+
+# Registry: name -> teacher. Its keys are the values DIConfig.teacher accepts, in this order.
+TEACHERS = {
+    "edm": _shipped_teacher("edm"),
+    "ddpm-huber": _shipped_teacher("ddpm-huber"),  # seed 000's
+    "ddpm-mse": _shipped_teacher("ddpm-mse"),
+    "toy-gmm": NamedTeacher(_toy_teacher),  # analytic: the exact-score toy (harness.toy)
+}

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from .schedules import SIGMA_DATA
+
 
 def mode_weights(kind: str, num_modes: int) -> torch.Tensor:
     """pi_k: ``equal`` (1/K each) or ``ramp`` (proportional to k = 1..K)."""
@@ -57,7 +59,7 @@ class GMMTeacher(nn.Module):
 class MLPDenoiser(nn.Module):
     """D_q(x, sigma) = c_skip x + c_out F(c_in x, ln sigma / 4), F a small MLP (EDM preconditioning)."""
 
-    def __init__(self, hidden: int = 128, sigma_data: float = 0.5):
+    def __init__(self, hidden: int = 128, sigma_data: float = SIGMA_DATA):
         super().__init__()
         self.sigma_data = sigma_data
         self.net = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),

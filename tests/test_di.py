@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import di
+from harness import di, noise_levels, schedules, weightings
 from harness.config import DIConfig, NoiseDist, apply_overrides
 from harness.networks import build
 from harness.teachers import EDMTeacher
@@ -87,7 +87,7 @@ def test_reference_generator_gradient_matches_hand_derivation(weighting):
     z, sigma, noise = fixed_inputs()
     cfg = DIConfig(weighting=weighting)
     gen_step(cfg, nets, z, sigma, noise)
-    w = di.generator_weight(weighting, sigma, None, None) if weighting != "dmd_normalized" else None
+    w = weightings.generator_weight(weighting, sigma, None, None) if weighting != "dmd_normalized" else None
     grad_w, grad_b = hand_gradient(nets, z, sigma, noise, w)
     assert grad_w.norm() > 0
     assert rel_err(nets.generator.lin.weight.grad, grad_w) < 1e-5
@@ -97,16 +97,16 @@ def test_reference_generator_gradient_matches_hand_derivation(weighting):
 def test_dmd_normalised_weight_is_inverse_mean_abs_gap():
     x0 = torch.zeros(2, 1, 2, 2)
     d_p = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])
-    w = di.generator_weight("dmd_normalized", torch.ones(2), x0, d_p)
+    w = weightings.generator_weight("dmd_normalized", torch.ones(2), x0, d_p)
     assert torch.allclose(w, torch.tensor([1.0, 2.0]))
 
 
 def test_weightings_closed_forms():
     s = torch.tensor([0.5, 2.0])
-    assert torch.equal(di.generator_weight("reference", s, None, None), torch.ones(2))
-    assert torch.allclose(di.generator_weight("score_uniform", s, None, None), torch.tensor([4.0, 0.25]))
-    assert torch.allclose(di.generator_weight("snr", s, None, None), torch.tensor([0.5, 0.25 / 4.25]))
-    assert torch.allclose(di.generator_weight("edm_lambda", s, None, None), (s**2 + 0.25) / (0.25 * s**2))
+    assert torch.equal(weightings.generator_weight("reference", s, None, None), torch.ones(2))
+    assert torch.allclose(weightings.generator_weight("score_uniform", s, None, None), torch.tensor([4.0, 0.25]))
+    assert torch.allclose(weightings.generator_weight("snr", s, None, None), torch.tensor([0.5, 0.25 / 4.25]))
+    assert torch.allclose(weightings.generator_weight("edm_lambda", s, None, None), (s**2 + 0.25) / (0.25 * s**2))
 
 
 def test_shared_dropout_masks_make_identical_nets_agree():
@@ -241,23 +241,23 @@ def test_nan_cleanup_replaces_non_finite_grads():
 @pytest.mark.parametrize("kind", ["lognormal", "uniform_log", "uniform_vp_t"])
 def test_sigma_distributions_respect_truncation(kind):
     dist = NoiseDist(kind=kind, sigma_min=0.1, sigma_max=3.0)
-    s = di.sample_sigma(dist, 20_000, generator=None)
+    s = noise_levels.sample_sigma(dist, 20_000, generator=None)
     assert s.min() >= 0.1 and s.max() <= 3.0
     assert s.std() > 0.1
 
 
 def test_lognormal_untruncated_moments_and_uniform_log_median():
     torch.manual_seed(0)
-    s = di.sample_sigma(NoiseDist(sigma_min=1e-8, sigma_max=1e8), 50_000)
+    s = noise_levels.sample_sigma(NoiseDist(sigma_min=1e-8, sigma_max=1e8), 50_000)
     assert s.log().mean().item() == pytest.approx(-1.2, abs=0.03)
     assert s.log().std().item() == pytest.approx(1.2, abs=0.03)
-    u = di.sample_sigma(NoiseDist(kind="uniform_log", sigma_min=0.01, sigma_max=100.0), 50_000)
+    u = noise_levels.sample_sigma(NoiseDist(kind="uniform_log", sigma_min=0.01, sigma_max=100.0), 50_000)
     assert u.log().median().item() == pytest.approx(0.0, abs=0.1)
 
 
 def test_default_sigma_is_the_release_draw():
     torch.manual_seed(3)
-    s = di.sample_sigma(NoiseDist(), 1000)
+    s = noise_levels.sample_sigma(NoiseDist(), 1000)
     torch.manual_seed(3)
     assert torch.equal(s, (torch.randn(1000) * 1.2 - 1.2).exp())
     with pytest.raises(ValueError, match="needs a finite range"):
@@ -266,7 +266,7 @@ def test_default_sigma_is_the_release_draw():
 
 def test_vp_t_sigma_inverse():
     for sigma in (0.002, 0.5, 80.0):
-        assert di.vp_sigma(torch.tensor(di.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)
+        assert schedules.vp_sigma(torch.tensor(schedules.vp_t_of_sigma(sigma), dtype=torch.float64)).item() == pytest.approx(sigma, rel=1e-9)
 
 
 def test_score_gap_bins():
@@ -424,13 +424,13 @@ def test_generator_range_01_feeds_the_teacher_a_shifted_x0():
 
 
 def test_ddpm_discrete_sigma_is_a_uniform_step_of_the_linear_schedule():
-    table = di.ddpm_sigma_table(2000)
+    table = schedules.ddpm_sigma_table(2000)
     assert table[0].item() == pytest.approx(0.0100005, rel=1e-4) and table[999].item() == pytest.approx(12.70, rel=1e-3)
     torch.manual_seed(0)
-    s = di.sample_sigma(NoiseDist(kind="ddpm_discrete"), 40_000).double()
+    s = noise_levels.sample_sigma(NoiseDist(kind="ddpm_discrete"), 40_000).double()
     assert set(s.unique().tolist()) <= set(table.float().double().tolist())
     assert (s > 12.7).double().mean().item() == pytest.approx(0.5, abs=0.01)  # most draws at large sigma
-    t = di.sample_sigma(NoiseDist(kind="ddpm_discrete", sigma_min=0.1, sigma_max=5.0), 10_000)
+    t = noise_levels.sample_sigma(NoiseDist(kind="ddpm_discrete", sigma_min=0.1, sigma_max=5.0), 10_000)
     assert t.min() >= 0.1 and t.max() <= 5.0
 
 

@@ -17,7 +17,8 @@ import torch
 from optuna.trial import TrialState
 
 from harness import study as study_mod
-from harness.study import BUDGETS, _all_value_configs, available_studies, grid_cells, load_study
+from harness import study_spec, study_workers
+from harness.study_spec import BUDGETS, all_value_configs, available_studies, grid_cells, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {"freeze_ablation", "update_ratio", "weighting", "t_range", "lr_sweep", "aux_init", "teacher_quality",
@@ -67,7 +68,7 @@ def test_every_shipped_study_parses_and_maps_to_valid_configs():
     for name in available_studies():
         spec = load_study(name)
         for budget in BUDGETS:
-            configs = _all_value_configs(spec, budget)
+            configs = all_value_configs(spec, budget)
             assert configs and all(c.rounds == spec.budgets[budget]["rounds"] for c in configs)
         if spec.sampler == "grid":
             cells = grid_cells(spec, 3)
@@ -75,7 +76,7 @@ def test_every_shipped_study_parses_and_maps_to_valid_configs():
             for axis in spec.axes:
                 n_values *= len(axis.values)
             assert len(cells) == 3 * n_values
-            assert len({study_mod.cell_key(c) for c in cells}) == len(cells)  # no repeated cell
+            assert len({study_spec.cell_key(c) for c in cells}) == len(cells)  # no repeated cell
 
 
 def test_every_shipped_axis_maps_each_value_to_a_valid_config():
@@ -86,13 +87,13 @@ def test_every_shipped_axis_maps_each_value_to_a_valid_config():
     names = sorted(p.stem for p in (Path(study_mod.__file__).resolve().parent.parent / "ablations").glob("*.toml"))
     assert {"eps_port", "ddpm_port", "gradient_leakage", "generator_mode", "generator_range", "evaluation_target"} <= set(names)
     for name in names:
-        axis = study_mod.load_axis(name)
+        axis = study_spec.load_axis(name)
         values = axis.values if axis.kind == "categorical" else [axis.low, axis.high]
         for base_name in ("seed-report", "reference-gan"):
             base = preset(base_name)
             for v in values:
                 overrides = axis.overrides(v)
-                cfg = apply_overrides(base, {k: study_mod._as_override(x) for k, x in overrides.items()})
+                cfg = apply_overrides(base, {k: study_spec._as_override(x) for k, x in overrides.items()})
                 changed = {k for k, x in cfg.to_dict().items() if x != base.to_dict()[k]}
                 assert changed <= {k.split(".")[0] for k in overrides}, (name, v, changed)
 
@@ -109,12 +110,12 @@ def test_shared_budgets_fill_what_a_study_file_leaves_out(toy_specs):
 
 def test_axis_values_change_what_they_claim():
     spec = load_study("seed_report_repro")
-    base = study_mod.build_config(spec, "cpu", {"single_fix": "as_reported"}, 0)
-    fixed = study_mod.build_config(spec, "cpu", {"single_fix": "gan_style_optimiser"}, 0)
+    base = study_spec.build_config(spec, "cpu", {"single_fix": "as_reported"}, 0)
+    fixed = study_spec.build_config(spec, "cpu", {"single_fix": "gan_style_optimiser"}, 0)
     assert base.teacher == "ddpm-huber" and base.generator == "gan-weak"
     assert (fixed.lr_gen, fixed.betas_gen) == (2e-4, (0.5, 0.999)) and fixed.teacher == base.teacher
     spec = load_study("freeze_ablation")
-    cfgs = {c.freeze_order for c in _all_value_configs(spec, "cpu")}
+    cfgs = {c.freeze_order for c in all_value_configs(spec, "cpu")}
     assert cfgs == {"reference", "clean", "independent_dropout", "teacher_eval"}
 
 
@@ -158,7 +159,7 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     assert row.r_mmd2 == pytest.approx(mean) and (row.r_mmd2_lo, row.r_mmd2_hi) == (pytest.approx(lo), pytest.approx(hi))
     assert variants.set_index("variant").loc["toy_lr=0.001"].verdict_vs_ref == "(reference variant)"
     trials = _trials(out / "study.db")
-    assert sorted(study_mod.cell_key(t.params) for t in trials) == sorted(study_mod.cell_key(c) for c in grid_cells(load_study("toy_study"), 2))
+    assert sorted(study_spec.cell_key(t.params) for t in trials) == sorted(study_spec.cell_key(c) for c in grid_cells(load_study("toy_study"), 2))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert all(Path(t.user_attrs["run_dir"]).is_dir() and "mmd2" in t.user_attrs for t in done)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -189,10 +190,10 @@ def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp
     mine = study.ask()
     params = {"toy_lr": mine.suggest_categorical("toy_lr", list(spec.axes[0].values)),
               "seed": mine.suggest_categorical("seed", [0, 1])}
-    assert not study_mod._cell_taken(mine, params)
+    assert not study_workers._cell_taken(mine, params)
     first = grid_cells(spec, 2)[0]
-    assert study_mod._cell_taken(mine, first)  # the half-suggested trial still owns its enqueued cell
-    assert study_mod.requeue_lost_cells(study, spec, 2) == 0
+    assert study_workers._cell_taken(mine, first)  # the half-suggested trial still owns its enqueued cell
+    assert study_workers.requeue_lost_cells(study, spec, 2) == 0
 
 
 def test_tpe_study_does_not_search_over_the_seed(toy_specs, tmp_path):
@@ -218,7 +219,7 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(toy_specs, tmp_pa
     toy_specs()
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--workers", "2"])
     trials = _trials(tmp_path / "res" / "toy_study-smoke" / "study.db")
-    keys = [study_mod.cell_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    keys = [study_spec.cell_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(keys) == 6 and len(set(keys)) == 6  # every cell exactly once, none lost
 
 
@@ -250,7 +251,7 @@ def test_sqlite_storage_takes_the_write_lock_when_a_transaction_begins(tmp_path)
     from sqlalchemy import text
 
     db = tmp_path / "s.db"
-    storage = study_mod.make_storage(f"sqlite:///{db}", heartbeat=10, grace=60)
+    storage = study_workers.make_storage(f"sqlite:///{db}", heartbeat=10, grace=60)
     with storage.engine.connect() as conn, conn.begin():
         conn.execute(text("SELECT count(*) FROM studies")).scalar()
         other = sqlite3.connect(db, timeout=0, isolation_level=None)
@@ -297,7 +298,7 @@ def test_study_survives_sigkill(toy_specs, tmp_path):
     killed_dir = Path(killed[0].user_attrs["run_dir"])
     subprocess.run(_study_cmd(res), env=env, cwd=ROOT, check=True, capture_output=True)
     trials = _trials(db)
-    complete = [study_mod.cell_key(t.params) for t in trials if t.state == TrialState.COMPLETE]
+    complete = [study_spec.cell_key(t.params) for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6 and len(set(complete)) == 6
     assert trials[killed[0].number].state == TrialState.FAIL
     assert "resumed at round" in (killed_dir / "log.txt").read_text()  # the re-run continued the checkpoint
@@ -372,7 +373,7 @@ def test_postgres_storage_with_two_workers(toy_specs, tmp_path):
         url = f"postgresql://harness@127.0.0.1:{port}/studies"
         study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--storage", url, "--workers", "2"])
         st = optuna.load_study(study_name="toy_study", storage=url)
-        keys = [study_mod.cell_key(t.params) for t in st.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("surplus")]
+        keys = [study_spec.cell_key(t.params) for t in st.get_trials() if t.state == TrialState.COMPLETE and not t.user_attrs.get("surplus")]
         assert len(keys) == 6 and len(set(keys)) == 6
         assert (tmp_path / "res" / "toy_study-smoke" / "table.csv").is_file()
     finally:
