@@ -100,7 +100,9 @@ def write_report(run_dirs: list[Path], out: Path, title: str, command: str) -> p
     toy = "mmd2" in keys
     header = (f"# {title}\n\nStart and final evaluations of the EMA generator: {n_note(table, toy)}. Paired changes are "
               f"final - start of the same seed on the same latents. {TOY_NOTE if toy else INTERVALS_NOTE}\n\n")
-    (out / "table.md").write_text(header + to_markdown(table, keys))
+    markdown = header + to_markdown(table, keys)
+    (out / "table.md").write_text(markdown)
+    table.attrs["markdown"] = markdown  # what table.md holds, for the caller to print without reading it back
     curves(runs, out / "curves.png", title)
     write_json(out / "manifest.json", make_manifest(command=command, config={"runs": [r["dir"] for r in runs]}, seed=None,
                                                     wall_s=time.time() - t0, run_manifests={r["dir"]: r["summary"].get("manifest", {}).get("git_commit") for r in runs}))
@@ -114,8 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--title", default="Diff-Instruct runs")
     args = p.parse_args(argv)
     command = " ".join(["python -m harness.report"] + (argv if argv is not None else sys.argv[1:]))
-    write_report([Path(r) for r in args.runs], Path(args.out), args.title, command)
-    print((Path(args.out) / "table.md").read_text())
+    print(write_report([Path(r) for r in args.runs], Path(args.out), args.title, command).attrs["markdown"])
 
 
 if __name__ == "__main__":

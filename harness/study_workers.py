@@ -274,6 +274,9 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
     """Trial attributes: status, reason, final and start values of every metric (flat, for the dashboard), the
     start/final evaluations with their half-samples (for the tables' paired intervals), the run's change and
     verdict, score gap, wall time, curve history."""
+    # Read from the run directory, not from train()'s return value: the pruned and failed paths raise after
+    # writing summary.json, a cell trained by --run-cells was trained by another process, and the file's JSON
+    # form is exactly what Optuna's user attributes can store.
     trial.set_user_attr("status", status)
     if reason:
         trial.set_user_attr("reason", reason)
