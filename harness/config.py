@@ -297,6 +297,15 @@ class DIConfig:
     def load(cls, path: str | Path) -> "DIConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def same_run(self, other: "DIConfig") -> bool:
+        """Whether ``other`` describes the same run: every field equal except those that only set how fast it runs
+        (a run trained with 8 workers on a GPU machine is resumed or recorded by 1 worker here)."""
+        return replace(self, **{f: getattr(other, f) for f in SPEED_ONLY_FIELDS}) == other
+
+
+# Fields that change how fast a run goes, not what it computes (beyond float reordering).
+SPEED_ONLY_FIELDS = ("threads", "ckpt_every_s")
+
 
 def field_docs() -> dict[str, str]:
     """The docstring written under each DIConfig field (attribute docstrings are not kept at runtime, so they

@@ -241,9 +241,11 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
-    if config_path.is_file() and DIConfig.load(config_path) != cfg:
-        raise ValueError(f"{out} holds a run with a different config; pick another --out (or delete it)")
-    cfg.save(config_path)
+    if config_path.is_file():  # resuming, or recording a run trained elsewhere: its config.json stays as written
+        if not DIConfig.load(config_path).same_run(cfg):
+            raise ValueError(f"{out} holds a run with a different config; pick another --out (or delete it)")
+    else:
+        cfg.save(config_path)
     done = finished_summary(out)
     if done is not None:  # e.g. trained elsewhere (study --run-cells on a lent GPU), recorded here
         return done

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import DIConfig
+from .config import SPEED_ONLY_FIELDS, DIConfig
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import make_manifest, write_json
 from .scoring import Evaluation
 # Fields that do not change what is computed (bookkeeping, speed): never part of a variant's name.
-NOT_A_VARIANT = {"seed", "preset", "rounds", "threads", "ckpt_every_s", "eval_every", "eval_n", "final_eval_n", "inference_frozen",
+NOT_A_VARIANT = {"seed", "preset", "rounds", *SPEED_ONLY_FIELDS, "eval_every", "eval_n", "final_eval_n", "inference_frozen",
                  "channels_last", "autocast_bf16", "compile", "grad_signal_batches"}
 
 

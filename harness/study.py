@@ -68,6 +68,8 @@ def main(argv=None) -> None:
     git_commit()  # pin the commit of the code that runs now (files may change while a long study runs)
     if args.workers < 1:
         raise SystemExit("error: --workers must be >= 1")
+    if args.only and not args.run_cells:
+        raise SystemExit("error: --only selects cells for --run-cells; add --run-cells")
     try:
         spec = load_study(args.name)
         if args.pruner == spec.pruner:
@@ -91,6 +93,14 @@ def main(argv=None) -> None:
     from .study_report import write_study_report
 
     t0 = time.time()
+    if not args.report:
+        try:  # the whole spec is checked before any work, here or by --run-cells on another machine
+            from .loop import check_assets
+
+            for value_cfg in all_value_configs(spec, budget):
+                check_assets(value_cfg)
+        except (SpecError, ConfigError, assets.AssetNotFoundError) as err:
+            raise SystemExit(f"error: {err}") from None
     if args.run_cells:
         try:
             left = run_cells(spec, budget, seeds, out, args.workers, args.threads, command, tuple(args.only))
@@ -102,10 +112,6 @@ def main(argv=None) -> None:
     finished_before = finished_after = 0
     if not args.report:
         try:
-            from .loop import check_assets
-
-            for value_cfg in all_value_configs(spec, budget):
-                check_assets(value_cfg)
             study = create_or_load(spec, budget, seeds, url, args.heartbeat, args.grace, trials)
             # Only here (one process, before workers start) and in an interrupted worker: never two at once.
             finished_before = count_finished(study)

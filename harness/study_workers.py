@@ -519,7 +519,7 @@ def run_cells(spec: StudySpec, budget: str, seeds: int, out: Path, workers: int,
         raise SpecError(f"study {spec.name}: --run-cells needs a grid study (a TPE search needs its storage)")
     unknown = [v for v in only if not any(v in a.values for a in spec.axes)]
     if unknown:
-        raise SpecError(f"study {spec.name}: --only {', '.join(unknown)} is no axis value of this study")
+        raise SpecError(f"study {spec.name}: --only {', '.join(unknown)}: not a value of any of its axes")
     cells = [c for c in grid_cells(spec, seeds) if not run_finished(out / "runs" / cell_key(c))
              and (not only or any(c[a.name] in only for a in spec.axes))]
     jobs = [CellJob(spec.name, budget, c, str(out), threads, command, os.environ.get(SPEC_ROOT_ENV)) for c in cells]

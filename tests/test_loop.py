@@ -92,6 +92,17 @@ def test_outputs_and_config_guard(tmp_path):
         train(toy("rounds=21", "eval_every=10", "eval_n=200", "aux_warmup_steps=0"), tmp_path)
 
 
+
+def test_a_finished_run_is_returned_not_trained_again_even_under_other_speed_settings(tmp_path):
+    """A finished run directory (e.g. trained by study --run-cells on another machine with other thread counts)
+    is returned as it is: no round is redone and none of its files changes."""
+    first = train(toy("rounds=5", "eval_every=0", "eval_n=100", "aux_warmup_steps=0"), tmp_path)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = train(toy("rounds=5", "eval_every=0", "eval_n=100", "aux_warmup_steps=0", "threads=2", "ckpt_every_s=5"), tmp_path)
+    assert again == json.loads(json.dumps(first))  # the stored summary
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
 def _cli(out, rounds=200):
     return [sys.executable, "-m", "harness.run", "--preset", "toy", "--rounds", str(rounds), "--out", str(out),
             "--set", "ckpt_every_s=0", "--set", "eval_every=100", "--set", "eval_n=300", "--set", "threads=1",

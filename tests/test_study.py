@@ -138,6 +138,34 @@ def _trials(db):
     return [t for t in st.get_trials() if not t.user_attrs.get("surplus")]
 
 
+def test_run_cells_trains_without_storage_and_the_study_records_them_without_training(toy_specs, tmp_path):
+    """--run-cells (e.g. on a GPU machine without the database) trains only the chosen cells' run directories,
+    each from the spec's [base] overrides; the plain command later records them as trials and trains nothing."""
+    root = toy_specs(rounds=6, eval_every=3)
+    spec_file = root / "studies" / "toy_study.toml"
+    spec_file.write_text(spec_file.read_text().replace("baselines = []", "baselines = []\n[base]\nlr_aux = 0.002"))
+    res = str(tmp_path / "res")
+    with pytest.raises(SystemExit, match="add --run-cells"):
+        study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.001", "--results-dir", res])
+    with pytest.raises(SystemExit, match="--only 9: not a value"):
+        study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "9", "--results-dir", res])
+    study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "0.001", "--workers", "2", "--results-dir", res])
+    runs = tmp_path / "res" / "toy_study-smoke" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["toy_lr=0.001_seed0", "toy_lr=0.001_seed1"]
+    assert not (runs.parent / "study.db").exists()
+    config = json.loads((runs / "toy_lr=0.001_seed0" / "config.json").read_text())
+    assert (config["lr_aux"], config["lr_gen"]) == (0.002, 0.001)  # [base], then the axis value
+    trained = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    # the other cells are trained here; the two from --run-cells are recorded as they are (1 worker: threads 0)
+    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", res])
+    assert {p: p.read_bytes() for p in trained} == trained
+    trials = _trials(runs.parent / "study.db")
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    recorded = [t for t in trials if t.params["toy_lr"] == "0.001"]
+    assert sorted(t.user_attrs["mmd2"] for t in recorded) == sorted(
+        json.loads((runs / f"toy_lr=0.001_seed{s}" / "summary.json").read_text())["final"]["values"]["mmd2"] for s in (0, 1))
+
+
 def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_specs, tmp_path):
     toy_specs()
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--threads", "1"])
