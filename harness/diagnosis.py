@@ -32,16 +32,18 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from . import markdown
-from .comparison import RunRecord, fmt, image_keys, is_toy, spaces_of, variant_rows
+from .comparison import RunRecord, fmt, image_keys, is_toy, n_note, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
+FIGURE_KINDS = ("curves", "samples", "diagnostics")
 PLACEHOLDER = re.compile(r"\{([^{}|]+)\|([^{}|]+)\|([^{}|]+)\}")
 
 
@@ -68,7 +70,25 @@ def load_spec(path: Path) -> dict:
     for k in ("title", "question", "answer"):
         if k not in raw:
             raise ReportSpecError(f"{path}: missing '{k}'")
-    raw["hypothesis"] = [Hypothesis(**h) for h in raw.get("hypothesis", [])]
+    def need(section: str, entry: dict, keys: tuple[str, ...]) -> None:
+        missing = [k for k in keys if k not in entry]
+        if missing:
+            raise ReportSpecError(f"{path}: a [[{section}]] entry lacks {', '.join(missing)}")
+
+    for h in raw.get("hypothesis", []):
+        need("hypothesis", h, ("name", "study", "reference"))
+    for r in raw.get("reproduction", []):
+        need("reproduction", r, ("name", "title", "runs"))
+    for f in raw.get("figure", []):
+        need("figure", f, ("kind",))
+        if f["kind"] not in FIGURE_KINDS:
+            raise ReportSpecError(f"{path}: figure kind must be one of {', '.join(FIGURE_KINDS)}, got {f['kind']!r}")
+        if ("study" in f) == ("runs" in f):
+            raise ReportSpecError(f"{path}: a [[figure]] entry names either `study` or `runs`, not both or neither")
+    try:
+        raw["hypothesis"] = [Hypothesis(**h) for h in raw.get("hypothesis", [])]
+    except TypeError as err:  # an unknown key in a [[hypothesis]] entry
+        raise ReportSpecError(f"{path}: [[hypothesis]]: {err}") from None
     return raw
 
 
@@ -104,32 +124,29 @@ def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict]
     return rows, keys
 
 
-def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, str]], prefix: str, verdict_col: str,
-                 verdict_head: str) -> str:
+def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callable[[dict], str]]], prefix: str,
+                 verdict_col: str, verdict_head: str) -> str:
     """Paired changes (``prefix``: ``r_`` vs a reference variant, ``d_`` vs the starting generator) in every verdict
-    metric and feature space, one row each; ``lead``: (header, row key) columns shown first."""
+    metric and feature space, one row each; ``lead``: (header, cell of a row) columns shown first."""
     toy_only = "mmd2" in keys  # a toy study: its distance is MMD², it has no feature spaces
     spaces = [] if toy_only else spaces_of(keys)
     ks = ["mmd2"] if toy_only else [key(m, s) for s in spaces for m in verdict_metrics() if key(m, s) in keys]
     cols = ["Δ MMD² (toy)"] if toy_only else [f"Δ {METRICS[k.rpartition('_')[0]].header(k.rpartition('_')[2])}" for k in ks]
-    head = [h for h, _ in lead] + ["seeds"] + cols + [verdict_head]
     lines = []
     for r in rows:
-        cells = [str(r[c]) for _, c in lead] + [f"{int(r['n_seeds'])} ({r['evidence']})"]
+        cells = [cell(r) for _, cell in lead] + [f"{int(r['n_seeds'])} ({r['evidence']})"]
         for k in ks:
             spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
             cells.append(fmt(r.get(f"{prefix}{k}"), r.get(f"{prefix}{k}_lo"), r.get(f"{prefix}{k}_hi"), spec))
         cells.append(str(r.get(verdict_col, "")))
         lines.append(cells)
-    return markdown.table(head, lines)
+    return markdown.table([h for h, _ in lead] + ["seeds"] + cols + [verdict_head], lines)
 
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
-    for r in rows:
-        r["_link"] = f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"
-        r["_change"] = f"`{r['variant']}` vs `{r['reference']}`"
-    return change_table(rows, keys, [("hypothesis", "_link"), ("change (vs the failing configuration)", "_change")],
-                        "r_", "verdict_vs_ref", "verdict vs the failing configuration")
+    lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
+            ("change (vs the failing configuration)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
+    return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the failing configuration")
 
 
 def run_dirs(results_dir: Path, patterns: list[str]) -> list[Path]:
@@ -149,9 +166,11 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
     table, keys = aggregate([load_run(d) for d in dirs])
     rows = [r for r in table.to_dict("records") if r.get("kind") == "variant"]
     for r in rows:
-        r["study"] = rep.get("name", rep["title"])
-    md = change_table(rows, keys, [("configuration", "variant")], "d_", "verdict", "verdict vs the starting generator")
-    return (f"### {rep['title']}\n\n{rep.get('note', '').strip()}\n\n{md}\n\nRun directories: "
+        r["study"] = rep["name"]
+    md = change_table(rows, keys, [("configuration", lambda r: r["variant"])], "d_", "verdict",
+                      "verdict vs the starting generator")
+    return (f"### {rep['title']}\n\n{rep.get('note', '').strip()} Start and final: {n_note(table, 'mmd2' in keys)}."
+            f"\n\n{md}\n\nRun directories: "
             + ", ".join(f"`{d.relative_to(results_dir)}`" for d in dirs)
             + " (each summary.json's manifest names the command that trained it)\n"), rows
 
@@ -205,7 +224,7 @@ def seed000_section() -> str:
 
 def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) -> str:
     """Draw one figure into out_dir and return its markdown."""
-    from .plots import diagnostics, metric_curves, save_grids_panel
+    from .plots import before_after, diagnostics, metric_curves
 
     if "runs" in fig:  # run directories (harness.run), grouped into variants as harness.report groups them
         from .report import load_run, run_record, varying_fields
@@ -236,38 +255,19 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
         diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", source),
                     pd.concat(frames["evals.csv"]) if frames["evals.csv"] else None)
-    elif fig["kind"] == "samples":
-        import matplotlib.image as mpimg
-        import torch
-
-        panels = {}
+    elif fig["kind"] == "samples":  # each variant's lowest seed: its first and last grid (the same latents)
+        rows, shown = [], set()
         for r in sorted(records, key=lambda r: (r.variant, r.seed)):
             grids = sorted((Path(str(r.run_dir or "")) / "grids").glob("round_*.png"))
-            if len(grids) >= 2 and r.variant not in {k.split(" @")[0] for k in panels}:
-                for g, when in ((grids[0], "start"), (grids[-1], "end")):
-                    panels[f"{r.variant} @{when} (seed {r.seed})"] = mpimg.imread(g)
-        if panels:
-            _image_panel(panels, path)
+            if len(grids) >= 2 and r.variant not in shown:
+                shown.add(r.variant)
+                rows.append((f"{r.variant} (seed {r.seed})", grids[0], grids[-1]))
+        before_after(rows, [], path, fig.get("caption", source))
     else:
         raise ReportSpecError(f"figure kind must be curves, samples or diagnostics, got {fig['kind']!r}")
     if not path.is_file():
         return f"*(figure {index}: no run data found for {source})*\n"
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"
-
-
-def _image_panel(panels: dict, path: Path) -> None:
-    from .plots import plt
-
-    n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0))
-    for ax, (title, img) in zip(axes if n > 1 else [axes], panels.items()):
-        ax.imshow(img)
-        ax.set_title(title, fontsize=6)
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
 
 
 def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) -> str:
@@ -287,6 +287,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
         keys += [x for x in k if x not in keys]
     reproductions = [reproduction_section(r, results_dir) for r in spec.get("reproduction", [])]
     fill_rows = rows + [row for _, rs in reproductions for row in rs]
+    hyp_ns = sorted({e.n for h in spec["hypothesis"] for r in records_of(h.study) if r.done for e in (r.start, r.final)})
     fig_dir = out.parent / "report"
     figures = [figure(f, results_dir, fig_dir, i + 1, records_of) for i, f in enumerate(spec.get("figure", []))]
     parts = [f"# {spec['title']}\n",
@@ -296,11 +297,11 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              f"## The answer\n\n{fill(spec['answer'].strip(), fill_rows)}\n",
              f"## Setup\n\n{spec.get('setup', '').strip()}\n\nShipped assets (harness/assets/manifest.json):\n\n{assets_table()}\n",
              "## The failing configuration, reproduced\n\nEach group of runs against its own starting generator "
-             "(paired per seed, same evaluation latents), final EMA generator at n = 5,000 in every feature space; mean "
+             "(paired per seed, same evaluation latents), final EMA generator in every feature space; mean "
              "[95% interval].\n\n" + ("\n".join(md for md, _ in reproductions) or "*(none)*\n"),
              "## Hypotheses: each change against the failing configuration\n\n"
-             "Paired per seed (same evaluation latents), final EMA generator at n = 5,000 in every feature space; mean "
-             "[95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
+             f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
+             "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
              "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
              seed000_section(),
              "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"

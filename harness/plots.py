@@ -185,11 +185,13 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
 
 def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str, Path]], path: Path, title: str) -> None:
     """One row per variant: its sample grid before DI and after, from the same latents (``rows``: label, start
-    PNG, final PNG); a third column shows reference samples (teacher, strong GAN, real images), one per row."""
+    PNG, final PNG); a third column, when ``references`` are given, shows reference samples (teacher, strong GAN,
+    real images), one per row."""
     n = max(len(rows), len(references))
     if not rows:
         return
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), squeeze=False)
+    columns = 3 if references else 2
+    fig, axes = plt.subplots(n, columns, figsize=(2.5 * columns, 2.6 * n), squeeze=False)
     for i in range(n):
         cells = [(rows[i][1], f"{rows[i][0]}\nbefore DI"), (rows[i][2], f"{rows[i][0]}\nafter DI")] if i < len(rows) else [None, None]
         cells.append((references[i][1], references[i][0]) if i < len(references) else None)
@@ -198,7 +200,8 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
             if cell is not None and Path(cell[0]).is_file():
                 ax.imshow(plt.imread(cell[0]))
                 ax.set_title(cell[1], fontsize=7)
-    fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row); right: reference samples", fontsize=9)
+    right = "; right: reference samples" if references else ""
+    fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row){right}", fontsize=9)
     save_figure(fig, path, dpi=120)
 
 
