@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     p.add_argument("name", help="study name (a file studies/NAME.toml)")
     p.add_argument("--budget", choices=BUDGETS, default=None, help="smoke (a plumbing check, minutes), cpu (hours on 2 cores), gpu; default gpu if CUDA else cpu")
     p.add_argument("--trials", type=int, default=None, help="TPE studies: number of trials (default from the budget)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default from the budget)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default: an existing study's own, else the budget's)")
     p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///DIR/NAME/study.db)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--results-dir", default="results")
@@ -56,7 +56,8 @@ def main(argv=None) -> None:
                    help="grid studies: only train the cells' run directories, with no storage (e.g. on a lent GPU "
                         "machine); the same command without this flag later records them as trials without training")
     p.add_argument("--only", action="append", default=[], metavar="VALUE",
-                   help="with --run-cells: only the cells with this axis value (repeatable)")
+                   help="grid studies: only the cells with this axis value (repeatable); a later call with other values "
+                        "adds their cells to the same study, and its table shows the values run so far")
     p.add_argument("--pruner", choices=PRUNERS, default=None,
                    help="override the spec's pruner (grid ablations default to none, searches to median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
@@ -68,8 +69,6 @@ def main(argv=None) -> None:
     git_commit()  # pin the commit of the code that runs now (files may change while a long study runs)
     if args.workers < 1:
         raise SystemExit("error: --workers must be >= 1")
-    if args.only and not args.run_cells:
-        raise SystemExit("error: --only selects cells for --run-cells; add --run-cells")
     try:
         spec = load_study(args.name)
         if args.pruner == spec.pruner:
@@ -112,7 +111,8 @@ def main(argv=None) -> None:
     finished_before = finished_after = 0
     if not args.report:
         try:
-            study = create_or_load(spec, budget, seeds, url, args.heartbeat, args.grace, trials)
+            study = create_or_load(spec, budget, args.seeds, url, args.heartbeat, args.grace, trials, tuple(args.only))
+            seeds = int(study.user_attrs["seeds"])  # the seed choices the study was created with
             # Only here (one process, before workers start) and in an interrupted worker: never two at once.
             finished_before = count_finished(study)
             requeued = requeue_lost_cells(study, spec, seeds)

@@ -191,6 +191,14 @@ def grid_cells(spec: StudySpec, seeds: int) -> list[dict[str, Any]]:
             for combo in itertools.product(*labels) for s in range(seeds)]
 
 
+def select_cells(spec: StudySpec, seeds: int, only: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The grid cells with any of the axis values in ``only`` (all cells when empty); an unknown value is an error."""
+    unknown = [v for v in only if not any(v in a.values for a in spec.axes if a.kind == "categorical")]
+    if unknown:
+        raise SpecError(f"study {spec.name}: --only {', '.join(unknown)}: not a value of any of its axes")
+    return [c for c in grid_cells(spec, seeds) if not only or any(c[a.name] in only for a in spec.axes)]
+
+
 def cell_key(params: dict[str, Any]) -> str:
     """Stable directory name of a trial's run: axis values and seed (floats rounded to 4 significant digits)."""
     parts = []

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .study_spec import (SPEC_ROOT_ENV, SpecError, StudySpec, build_config, cell_key, grid_cells, load_study,
-                         objective_key, objective_name, variant_label)
+                         objective_key, objective_name, select_cells, variant_label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,8 +128,12 @@ def count_finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat: int, grace: int, trials: int | None):
-    """Create the study once (enqueueing every grid cell), or load it and check it is the same study."""
+def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, heartbeat: int, grace: int,
+                   trials: int | None, only: tuple[str, ...] = ()):
+    """Create the study once, or load it and check it is the same study. Grid studies: enqueue every cell (or, with
+    ``only``, the cells of those axis values) that the study does not hold yet, so a later call can add values
+    to a study started on a few of them. ``seeds`` per cell: None for the stored number (a new study: the budget's);
+    the study's ``seeds`` attribute is then the seed choices every trial suggests from."""
     import optuna
 
     storage = make_storage(url, heartbeat, grace)
@@ -141,14 +145,28 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int, url: str, heartbeat
                         f"{objective_key(spec)}; use another --results-dir or --storage")
     if "budget" in attrs and attrs["budget"] != budget:
         raise SpecError(f"storage {url} holds a {attrs['budget']}-budget {spec.name} study; use another --results-dir or --storage")
-    if "cells" not in attrs:
-        cells = grid_cells(spec, seeds) if spec.sampler == "grid" else []
-        for cell in cells:
+    if spec.sampler != "grid" and only:
+        raise SpecError(f"study {spec.name}: --only selects grid cells, and this study is a {spec.sampler} search")
+    created = "cells" in attrs
+    if seeds is None:
+        seeds = int(attrs["seeds"]) if created else int(spec.budgets[budget].get("seeds", 1))
+    if created and spec.sampler == "grid" and seeds > attrs.get("seeds", seeds):
+        # the seed is a categorical parameter whose choices Optuna fixes with the study's first trial
+        raise SpecError(f"storage {url} holds a {spec.name} study with at most {attrs['seeds']} seeds per cell; "
+                        f"ask for --seeds {attrs['seeds']} or fewer, or use another --results-dir")
+    if spec.sampler == "grid":
+        held = {cell_key(p) for p in (trial_cell(t) for t in study.get_trials(deepcopy=False)) if p}
+        new = [c for c in select_cells(spec, seeds, only) if cell_key(c) not in held]
+        for cell in new:
             study.enqueue_trial(cell, skip_if_exists=True)
+        study.set_user_attr("cells", len(held) + len(new))
+        study.set_user_attr("trials", len(held) + len(new))
+    if not created:
         study.set_user_attr("budget", budget)
         study.set_user_attr("seeds", seeds)
-        study.set_user_attr("cells", len(cells))
-        study.set_user_attr("trials", trials if spec.sampler == "tpe" else len(cells))
+        if spec.sampler != "grid":
+            study.set_user_attr("cells", 0)
+            study.set_user_attr("trials", trials)
         study.set_user_attr("axes", [a.name for a in spec.axes])
         study.set_user_attr("pruner", spec.pruner)
         study.set_user_attr("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -517,11 +535,7 @@ def run_cells(spec: StudySpec, budget: str, seeds: int, out: Path, workers: int,
 
     if spec.sampler != "grid":
         raise SpecError(f"study {spec.name}: --run-cells needs a grid study (a TPE search needs its storage)")
-    unknown = [v for v in only if not any(v in a.values for a in spec.axes)]
-    if unknown:
-        raise SpecError(f"study {spec.name}: --only {', '.join(unknown)}: not a value of any of its axes")
-    cells = [c for c in grid_cells(spec, seeds) if not run_finished(out / "runs" / cell_key(c))
-             and (not only or any(c[a.name] in only for a in spec.axes))]
+    cells = [c for c in select_cells(spec, seeds, only) if not run_finished(out / "runs" / cell_key(c))]
     jobs = [CellJob(spec.name, budget, c, str(out), threads, command, os.environ.get(SPEC_ROOT_ENV)) for c in cells]
     print(f"[study {spec.name}] {len(cells)} cell(s) to run into {out}/runs with {workers} process(es)", flush=True)
     with progress_bar(len(cells), f"cells {spec.name} [{budget}]") as bar, \
