@@ -17,9 +17,11 @@ The spec (TOML) names what the report is made of; every number in the report is 
   evidence and verdict.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics``, then either ``study`` (and optionally
   ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
-* ``answer``: the answer paragraph. ``{study|variant|column}`` placeholders are filled from the table rows (e.g.
-  ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
+* ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
+  (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
   measured numbers only.
+* ``evidence`` (optional): the argument behind the answer, point by point, with the same placeholders; it follows
+  the answer under "What the evidence says".
 
 Seed 000's Table 1 appears only in its own section, labelled as theirs.
 """
@@ -295,6 +297,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              "every number is measured here unless a row says it is seed 000's.*\n",
              f"## The question\n\n{spec['question'].strip()}\n",
              f"## The answer\n\n{fill(spec['answer'].strip(), fill_rows)}\n",
+             *([f"## What the evidence says\n\n{fill(spec['evidence'].strip(), fill_rows)}\n"] if spec.get("evidence") else []),
              f"## Setup\n\n{spec.get('setup', '').strip()}\n\nShipped assets (harness/assets/manifest.json):\n\n{assets_table()}\n",
              "## The failing configuration, reproduced\n\nEach group of runs against its own starting generator "
              "(paired per seed, same evaluation latents), final EMA generator in every feature space; mean "

@@ -11,7 +11,8 @@ SPEC = '''
 title = "Fixture diagnosis"
 question = "Does a larger generator learning rate break the toy?"
 setup = "The exact-score toy, 2 seeds, a few rounds: a fixture, not a result."
-answer = "Raising the learning rate changes MMD² by {toy_study-smoke|toy_lr=0.003|r_mmd2} ({toy_study-smoke|toy_lr=0.003|verdict_vs_ref}); at the base lr, DI changes it by {base|toy|d_mmd2}."
+answer = "Raising the learning rate changes MMD² by {toy_study-smoke|toy_lr=0.003|r_mmd2} ({toy_study-smoke|toy_lr=0.003|verdict_vs_ref})."
+evidence = "At the base lr, DI changes it by {base|toy|d_mmd2}."
 
 [[reproduction]]
 name = "base"
@@ -57,11 +58,11 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     out = tmp_path / "out" / "REPORT.md"
     md = diagnosis.write_report(spec, fixture_study, out, "python -m harness.diagnosis (test)")
     assert out.read_text() == md
-    for section in ("## The question", "## The answer", "## Setup", "## The failing configuration, reproduced",
+    for section in ("## The question", "## The answer", "## What the evidence says", "## Setup", "## The failing configuration, reproduced",
                     "### The base lr, against the starting generator", "## Hypotheses", "## Figures",
                     "## Seed 000's Table 1 (theirs", "## Reproduce"):
         assert section in md, section
-    assert "{" not in md.split("## The answer")[1].split("## Setup")[0]  # every placeholder filled
+    assert "{" not in md.split("## The answer")[1].split("## Setup")[0]  # every placeholder filled, evidence's too
     rows = __import__("pandas").read_csv(out.parent / "report" / "hypotheses.csv")
     assert set(rows.variant) == {"toy_lr=0.003", "toy_lr=0.0001"} and (rows.reference == "toy_lr=0.001").all()
     measured = rows.set_index("variant").loc["toy_lr=0.003", "r_mmd2"]
@@ -73,7 +74,7 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     runs = [base.load_run(d) for d in sorted((fixture_study / "toy_study-smoke" / "runs").glob("toy_lr=0.001_seed*"))]
     table, _ = base.aggregate(runs)
     change = table[table.kind == "variant"].iloc[0]["d_mmd2"]
-    assert f"{change:.3g}" in md.split("## The answer")[1].split("## Setup")[0]  # the reproduction's number too
+    assert f"{change:.3g}" in md.split("## What the evidence says")[1].split("## Setup")[0]  # the reproduction's too
     manifest = json.loads((out.parent / "report" / "manifest.json").read_text())
     assert manifest["config"]["studies"] == ["toy_study-smoke"] and "git_commit" in manifest
 
