@@ -15,7 +15,8 @@ The spec (TOML) names what the report is made of; every number in the report is 
   ``di/runs/reference-gan-seed*``), optional ``note``: the failing configuration reproduced, one row per group of
   runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
   evidence and verdict.
-* ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics``, then either ``study`` (and optionally
+* ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
+  samples before and after, harness.class_balance), then either ``study`` (and optionally
   ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
@@ -45,7 +46,7 @@ from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
-FIGURE_KINDS = ("curves", "samples", "diagnostics")
+FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes")
 PLACEHOLDER = re.compile(r"\{([^{}|]+)\|([^{}|]+)\|([^{}|]+)\}")
 
 
@@ -265,8 +266,21 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
                 shown.add(r.variant)
                 rows.append((f"{r.variant} (seed {r.seed})", grids[0], grids[-1]))
         before_after(rows, [], path, fig.get("caption", source))
+    elif fig["kind"] == "classes":
+        from .class_balance import ClassHistError, class_hists, reference_class_shares
+        from .data import CLASSES
+        from .plots import class_shift
+
+        groups: dict[str, list[dict]] = {}
+        for r in sorted(records, key=lambda r: (r.variant, r.seed)):
+            try:
+                groups.setdefault(r.variant, []).append(class_hists(Path(str(r.run_dir))))
+            except ClassHistError as err:
+                raise ReportSpecError(str(err)) from None
+        if groups:
+            class_shift(list(groups.items()), reference_class_shares(), list(CLASSES), path, fig.get("caption", source))
     else:
-        raise ReportSpecError(f"figure kind must be curves, samples or diagnostics, got {fig['kind']!r}")
+        raise ReportSpecError(f"figure kind must be one of {', '.join(FIGURE_KINDS)}, got {fig['kind']!r}")
     if not path.is_file():
         return f"*(figure {index}: no run data found for {source})*\n"
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"

@@ -205,6 +205,41 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
     save_figure(fig, path, dpi=120)
 
 
+def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[float]], class_names: list[str],
+                path: Path, title: str) -> None:
+    """Per feature space, how DI moves each class's share of the samples: bars are final - start share (mean over a
+    group's seeds, 95% t-interval), one colour per group (``groups``: label, list of harness.class_balance
+    histogram dicts); black diamonds are target - start (the move that would restore the test set's balance,
+    the start averaged over every run). A bar with its diamond on the other side of 0 moves away from the data."""
+    import numpy as np
+
+    from .verdicts import t_interval
+
+    spaces = sorted({s for _, hs in groups for h in hs for s in h["final"]})
+    if not spaces:
+        return
+    fig, axes = plt.subplots(len(spaces), 1, figsize=(10, 2.8 * len(spaces)), squeeze=False)
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(class_names))
+    for ax, space in zip(axes[:, 0], spaces):
+        for i, (label, hs) in enumerate(groups):
+            deltas = [[h["final"][space][c] - h["start"][space][c] for h in hs] for c in range(len(class_names))]
+            stats = [t_interval(d) for d in deltas]
+            mean = np.array([m for m, _, _ in stats])
+            err = np.array([[m - lo, hi - m] for m, lo, hi in stats]).T
+            ax.bar(x - 0.4 + width * (i + 0.5), mean, width, yerr=np.nan_to_num(err), capsize=2,
+                   label=f"{label} ({len(hs)} seeds)")
+        starts = np.array([h["start"][space] for _, hs in groups for h in hs])
+        ax.scatter(x, np.array(target[space]) - starts.mean(0), marker="D", color="black", s=18, zorder=3,
+                   label="test share - start share")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xticks(x, class_names, fontsize=7)
+        ax.set_ylabel(f"Δ class share\n({space} classifier)", fontsize=8)
+        ax.legend(fontsize=6, ncol=2, loc="best")
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path, dpi=120)
+
+
 def grid_strip(grids: list[Path], path: Path, title: str) -> None:
     """A run's sample grids over training, left to right (the same latents at every evaluation)."""
     if not grids:

@@ -216,11 +216,13 @@ def half_sample_indices(n: int, count: int = HALF_SAMPLES, seed: int = 0) -> lis
 @dataclass
 class Evaluation:
     """Metric values of one sample set in every space (``values``: flat keys), and the same metrics on each
-    half-sample (``halves``: flat key -> list). ``n``: samples scored."""
+    half-sample (``halves``: flat key -> list). ``n``: samples scored. ``class_hists``: space -> the share of each
+    of the 10 classes the space's classifier assigns the samples (what class TV and max class share summarise)."""
 
     n: int
     values: dict[str, float]
     halves: dict[str, list[float]] = field(default_factory=dict)
+    class_hists: dict[str, list[float]] = field(default_factory=dict)
 
     def sd(self, k: str) -> float:
         """Half-sampling estimate of the standard deviation of ``values[k]`` at this n."""
@@ -235,13 +237,15 @@ class Evaluation:
         return self.values[k] - half_width, self.values[k] + half_width
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "values": self.values, "halves": self.halves}
+        d = {"n": self.n, "values": self.values, "halves": self.halves}
+        return {**d, "class_hists": self.class_hists} if self.class_hists else d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Evaluation | None":
         if not d:
             return None
-        return cls(n=int(d["n"]), values=dict(d["values"]), halves={k: list(v) for k, v in (d.get("halves") or {}).items()})
+        return cls(n=int(d["n"]), values=dict(d["values"]), halves={k: list(v) for k, v in (d.get("halves") or {}).items()},
+                   class_hists={k: list(v) for k, v in (d.get("class_hists") or {}).items()})
 
 
 def paired_difference(a: Evaluation, b: Evaluation, k: str) -> tuple[float, float, float]:
@@ -267,15 +271,16 @@ def evaluate_features(feats: dict[str, tuple[torch.Tensor, torch.Tensor]], refs:
                       half_samples: int = HALF_SAMPLES) -> Evaluation:
     """Every registered metric in every space; with ``half_samples`` > 0 also on that many half-samples."""
     n = len(next(iter(feats.values()))[0])
-    values, halves = {}, {}
+    values, halves, hists = {}, {}, {}
     idx_sets = half_sample_indices(n, half_samples) if half_samples else []
     for space, (f, p) in feats.items():
         scored = refs[space].score(f, p)
         values.update({key(m, space): v for m, v in scored.values().items()})
+        hists[space] = [float(v) for v in scored.class_hist]
         for idx in idx_sets:
             for m, v in scored.half(idx).values().items():
                 halves.setdefault(key(m, space), []).append(v)
-    return Evaluation(n=n, values=values, halves=halves)
+    return Evaluation(n=n, values=values, halves=halves, class_hists=hists)
 
 
 def evaluate_images(images: torch.Tensor, refs: dict[str, Reference] | None = None, half_samples: int = HALF_SAMPLES,

@@ -1,0 +1,118 @@
+"""Which classes a DI run gains and loses: the class histogram of its samples before and after, per feature space.
+
+Class TV and max class share (harness.scoring) summarise a histogram in one number; this module keeps the
+histogram itself, so a report can show *which* classes the generator drifts towards. A run trained by this
+version of the harness stores the histograms of its start and final evaluations in summary.json
+(``class_hists``). For an older run they are recomputed from its checkpoint, with the run's own evaluation
+latents (so start and final are paired, exactly as its final evaluation was) and written to
+``class_hist.json`` beside it, with a manifest:
+
+    python -m harness.class_balance 'results/seed_report_fixes/runs/fix=*'    # globs or directories
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CLASS_HIST_FILE = "class_hist.json"
+
+
+class ClassHistError(RuntimeError):
+    """A run whose class histograms can be neither read nor recomputed; the message is one line."""
+
+
+def stored_class_hists(run_dir: Path) -> dict | None:
+    """{"n", "start": {space: shares}, "final": {space: shares}} from summary.json or class_hist.json, else None."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    start, final = (summary.get(w) or {} for w in ("start", "final"))
+    if start.get("class_hists") and final.get("class_hists"):
+        return {"n": final["n"], "start": start["class_hists"], "final": final["class_hists"]}
+    path = run_dir / CLASS_HIST_FILE
+    if not path.is_file():
+        return None
+    written = json.loads(path.read_text())
+    return {k: written[k] for k in ("n", "start", "final")}
+
+
+@torch.no_grad()
+def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
+    """Recompute a finished run's start and final histograms from its config and checkpoint (same latents as
+    its evaluations: harness.loop.Evaluator), and write them to class_hist.json with a manifest."""
+    from .config import DIConfig
+    from .loop import Evaluator, build_nets
+    from .manifest import make_manifest, write_json
+    from .scoring import featurise_all
+    from .metrics import class_histogram
+
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not (run_dir / "config.json").is_file() or not ckpt_path.is_file():
+        raise ClassHistError(f"{run_dir}: no class histograms stored and no config.json + checkpoint.pt to recompute them")
+    cfg = DIConfig.load(run_dir / "config.json")
+    if cfg.teacher == "toy-gmm":
+        raise ClassHistError(f"{run_dir}: the toy has modes, not classes (see its mode-mass error)")
+    torch.manual_seed(cfg.seed)  # build_nets draws fresh weights for an aux net from scratch; the same draw as training
+    nets = build_nets(cfg, asset_dir)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if state["_meta"]["step"] != cfg.rounds:
+        raise ClassHistError(f"{run_dir}: its checkpoint is at round {state['_meta']['step']}, not the last ({cfg.rounds})")
+    final_g = copy.deepcopy(nets.generator)
+    final_g.load_state_dict(state["G_ema" if cfg.eval_generator == "ema" else "G"])
+    evaluator = Evaluator(cfg, nets, asset_dir)
+    hists = {}
+    for which, g in (("start", nets.generator), ("final", final_g)):
+        x = evaluator.samples(g, cfg.final_eval_n).clamp(-1, 1)
+        hists[which] = {space: [float(v) for v in class_histogram(preds, 10)]
+                        for space, (_, preds) in featurise_all(x, evaluator.refs).items()}
+    out = {"n": cfg.final_eval_n, **hists}
+    write_json(run_dir / CLASS_HIST_FILE, {**out, "manifest": make_manifest(
+        command=f"python -m harness.class_balance {run_dir}", config=cfg.to_dict(), seed=cfg.seed,
+        wall_s=time.time() - t0)})
+    return out
+
+
+def class_hists(run_dir: Path, asset_dir=None) -> dict:
+    """The run's start and final class histograms: stored, else recomputed from its checkpoint."""
+    return stored_class_hists(run_dir) or compute_class_hists(run_dir, asset_dir)
+
+
+def reference_class_shares(asset_dir=None) -> dict[str, list[float]]:
+    """Each space's class histogram of the 10,000 test images as its classifier labels them (the target)."""
+    from .scoring import references
+
+    return {space: [float(v) for v in ref.class_hist] for space, ref in references(asset_dir).items()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.class_balance", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories or glob patterns (quote them)")
+    args = p.parse_args(argv)
+    dirs = sorted({d for pat in args.runs for d in (Path().glob(pat) if any(c in pat for c in "*?[") else [Path(pat)])
+                   if (d / "summary.json").is_file()})
+    if not dirs:
+        raise SystemExit(f"error: no finished run directory matches {' '.join(args.runs)}")
+    from .progress import progress_bar
+
+    with progress_bar(len(dirs), "class histograms") as bar:
+        for i, d in enumerate(dirs):
+            try:
+                h = class_hists(d)
+            except ClassHistError as err:
+                raise SystemExit(f"error: {err}") from None
+            top = {s: max(range(10), key=lambda c: h["final"][s][c] - h["start"][s][c]) for s in h["final"]}
+            print(f"{d}: n={h['n']}; class gaining most share: " + ", ".join(
+                f"{s} {c} ({h['start'][s][c]:.3f} -> {h['final'][s][c]:.3f})" for s, c in top.items()), flush=True)
+            bar.update(completed=i + 1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
