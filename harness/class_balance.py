@@ -8,6 +8,11 @@ latents (so start and final are paired, exactly as its final evaluation was) and
 ``class_hist.json`` beside it, with a manifest:
 
     python -m harness.class_balance 'results/seed_report_fixes/runs/fix=*'    # globs or directories
+
+The same histograms for the shipped models (the teachers DI distils, the GANs it starts from), so a report can ask
+whether DI moves the generator's classes towards the test split's balance or towards its teacher's:
+
+    python -m harness.class_balance --models teacher-ddpm-huber teacher-edm --n 2000   # -> results/class_balance/
 """
 
 from __future__ import annotations
@@ -92,10 +97,74 @@ def reference_class_shares(asset_dir=None) -> dict[str, list[float]]:
     return {space: [float(v) for v in ref.class_hist] for space, ref in references(asset_dir).items()}
 
 
+MODELS_FILE = "models.json"
+
+
+def model_class_hists(model: str, n: int, seed: int, asset_dir=None) -> dict[str, list[float]]:
+    """A shipped model's class histogram per space, on n samples from deterministic noise (its baseline sampler)."""
+    from .baselines import model_sampler
+    from .evaluation import generate
+    from .metrics import class_histogram
+    from .scoring import featurise_all, references
+
+    sample_fn, shape, _, _ = model_sampler(model, asset_dir)
+    images, _ = generate(sample_fn, n, shape, seed)
+    return {space: [float(v) for v in class_histogram(preds, 10)]
+            for space, (_, preds) in featurise_all(images, references(asset_dir)).items()}
+
+
+def load_model_hists(results_dir: Path) -> dict:
+    """model -> {"n", "seed", "class_hists": {space: shares}} as written by ``--models`` (empty if none yet)."""
+    path = Path(results_dir) / "class_balance" / MODELS_FILE
+    return json.loads(path.read_text())["models"] if path.is_file() else {}
+
+
+def write_model_hists(models: list[str], n: int, seed: int, results_dir: Path, command: str) -> dict:
+    """Measure the models not yet stored at this n and seed; the file keeps the others (one manifest per model)."""
+    from .manifest import make_manifest, write_json
+    from .progress import progress_bar
+
+    stored = load_model_hists(results_dir)
+    todo = [m for m in models if not (m in stored and stored[m]["n"] == n and stored[m]["seed"] == seed)]
+    with progress_bar(len(todo), "model class histograms") as bar:
+        for i, model in enumerate(todo):
+            t0 = time.time()
+            stored[model] = {"n": n, "seed": seed, "class_hists": model_class_hists(model, n, seed),
+                             "manifest": make_manifest(command=command, config={"model": model, "n": n}, seed=seed,
+                                                       wall_s=time.time() - t0)}
+            write_json(Path(results_dir) / "class_balance" / MODELS_FILE, {"models": stored})
+            bar.update(completed=i + 1)
+    return stored
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m harness.class_balance", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories or glob patterns (quote them)")
+    p = argparse.ArgumentParser(prog="python -m harness.class_balance", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("runs", nargs="*", help="run directories or glob patterns (quote them)")
+    p.add_argument("--models", nargs="+", default=[], metavar="MODEL",
+                   help="shipped models (e.g. teacher-ddpm-huber gan-weak) to measure into RESULTS_DIR/class_balance/")
+    p.add_argument("--n", type=int, default=2000, help="--models: samples per model")
+    p.add_argument("--seed", type=int, default=0, help="--models: seed of the sampling noise")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
     args = p.parse_args(argv)
+    if not args.runs and not args.models:
+        p.error("give run directories, or --models")
+    if args.models:
+        from .baselines import model_sampler
+
+        try:
+            for m in args.models:
+                model_sampler(m)
+        except Exception as err:  # an unknown or missing asset
+            raise SystemExit(f"error: --models: {err}".splitlines()[0]) from None
+        command = " ".join(["python -m harness.class_balance"] + (argv if argv is not None else sys.argv[1:]))
+        stored = write_model_hists(args.models, args.n, args.seed, args.results_dir, command)
+        for m in args.models:
+            h = stored[m]["class_hists"]
+            print(f"{m} (n={stored[m]['n']}): " + "; ".join(
+                f"{s} largest class {max(range(10), key=h[s].__getitem__)} ({max(h[s]):.3f})" for s in h), flush=True)
+        if not args.runs:
+            return
     dirs = sorted({d for pat in args.runs for d in (Path().glob(pat) if any(c in pat for c in "*?[") else [Path(pat)])
                    if (d / "summary.json").is_file()})
     if not dirs:

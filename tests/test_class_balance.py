@@ -65,3 +65,16 @@ def test_class_shift_figure_is_drawn(tiny_run, tmp_path):
     path = tmp_path / "classes.png"
     class_shift([("a", [h, h]), ("b", [h])], class_balance.reference_class_shares(), list(CLASSES), path, "test")
     assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_model_histograms_are_measured_once_per_n_and_seed(tmp_path, capsys):
+    class_balance.main(["--models", "gan-weak", "--n", "200", "--results-dir", str(tmp_path)])
+    stored = class_balance.load_model_hists(tmp_path)
+    h = stored["gan-weak"]["class_hists"]
+    assert set(h) == set(FEATURE_SPACES) and all(sum(v) == pytest.approx(1.0) for v in h.values())
+    assert stored["gan-weak"]["n"] == 200 and "git_commit" in stored["gan-weak"]["manifest"]
+    first = (tmp_path / "class_balance" / class_balance.MODELS_FILE).read_bytes()
+    class_balance.main(["--models", "gan-weak", "--n", "200", "--results-dir", str(tmp_path)])
+    assert (tmp_path / "class_balance" / class_balance.MODELS_FILE).read_bytes() == first  # not measured again
+    with pytest.raises(SystemExit, match="error: --models"):
+        class_balance.main(["--models", "no-such-model", "--results-dir", str(tmp_path)])
