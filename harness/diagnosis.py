@@ -16,7 +16,8 @@ The spec (TOML) names what the report is made of; every number in the report is 
   runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
   evidence and verdict.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
-  samples before and after, harness.class_balance), then either ``study`` (and optionally
+  samples before and after, harness.class_balance; optional ``models``: shipped models whose class balance is
+  drawn beside, from ``results/class_balance/``), then either ``study`` (and optionally
   ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
@@ -267,7 +268,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
                 rows.append((f"{r.variant} (seed {r.seed})", grids[0], grids[-1]))
         before_after(rows, [], path, fig.get("caption", source))
     elif fig["kind"] == "classes":
-        from .class_balance import ClassHistError, class_hists, reference_class_shares
+        from .class_balance import ClassHistError, class_hists, load_model_hists, reference_class_shares
         from .data import CLASSES
         from .plots import class_shift
 
@@ -277,8 +278,15 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
                 groups.setdefault(r.variant, []).append(class_hists(Path(str(r.run_dir))))
             except ClassHistError as err:
                 raise ReportSpecError(str(err)) from None
+        stored = load_model_hists(results_dir)
+        missing = [m for m in fig.get("models", []) if m not in stored]
+        if missing:
+            raise ReportSpecError(f"figure {index}: no class histograms of {', '.join(missing)}; run "
+                                  f"`python -m harness.class_balance --models {' '.join(missing)}`")
+        models = {f"{m} (n = {stored[m]['n']})": stored[m]["class_hists"] for m in fig.get("models", [])}
         if groups:
-            class_shift(list(groups.items()), reference_class_shares(), list(CLASSES), path, fig.get("caption", source))
+            class_shift(list(groups.items()), reference_class_shares(), list(CLASSES), path, fig.get("caption", source),
+                        models)
     else:
         raise ReportSpecError(f"figure kind must be one of {', '.join(FIGURE_KINDS)}, got {fig['kind']!r}")
     if not path.is_file():

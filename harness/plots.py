@@ -206,11 +206,13 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
 
 
 def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[float]], class_names: list[str],
-                path: Path, title: str) -> None:
+                path: Path, title: str, models: dict[str, dict[str, list[float]]] | None = None) -> None:
     """Per feature space, how DI moves each class's share of the samples: bars are final - start share (mean over a
     group's seeds, 95% t-interval), one colour per group (``groups``: label, list of harness.class_balance
     histogram dicts); black diamonds are target - start (the move that would restore the test set's balance,
-    the start averaged over every run). A bar with its diamond on the other side of 0 moves away from the data."""
+    the start averaged over every run). A bar with its diamond on the other side of 0 moves away from the data.
+    ``models`` (label -> space -> shares, e.g. the teacher): hollow markers at model - start, the move towards
+    that model's own class balance."""
     import numpy as np
 
     from .verdicts import t_interval
@@ -232,6 +234,9 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
         starts = np.array([h["start"][space] for _, hs in groups for h in hs])
         ax.scatter(x, np.array(target[space]) - starts.mean(0), marker="D", color="black", s=18, zorder=3,
                    label="test share - start share")
+        for (label, hists), marker in zip((models or {}).items(), "o^sv"):
+            ax.scatter(x, np.array(hists[space]) - starts.mean(0), marker=marker, facecolors="none",
+                       edgecolors="crimson", s=30, zorder=3, label=f"{label} share - start share")
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_xticks(x, class_names, fontsize=7)
         ax.set_ylabel(f"Δ class share\n({space} classifier)", fontsize=8)

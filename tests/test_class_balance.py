@@ -63,8 +63,20 @@ def test_class_shift_figure_is_drawn(tiny_run, tmp_path):
 
     h = class_balance.class_hists(tiny_run)
     path = tmp_path / "classes.png"
-    class_shift([("a", [h, h]), ("b", [h])], class_balance.reference_class_shares(), list(CLASSES), path, "test")
+    class_shift([("a", [h, h]), ("b", [h])], class_balance.reference_class_shares(), list(CLASSES), path, "test",
+                {"gan-weak": h["start"]})
     assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_report_classes_figure_names_a_missing_model_measurement(tiny_run, tmp_path):
+    from harness import diagnosis
+
+    fig = {"kind": "classes", "runs": [tiny_run.name], "models": ["gan-weak"], "caption": "classes"}
+    with pytest.raises(diagnosis.ReportSpecError, match="--models gan-weak"):
+        diagnosis.figure(fig, tiny_run.parent, tmp_path, 1, None)
+    class_balance.main(["--models", "gan-weak", "--n", "100", "--results-dir", str(tiny_run.parent)])
+    md = diagnosis.figure(fig, tiny_run.parent, tmp_path, 1, None)
+    assert (tmp_path / "fig1-classes-runs.png").is_file() and "*Figure 1.* classes" in md
 
 
 def test_model_histograms_are_measured_once_per_n_and_seed(tmp_path, capsys):
