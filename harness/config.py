@@ -147,6 +147,9 @@ class DIConfig:
     toy_mode_weights: str = "equal"
     """The toy's target: ``equal`` mode weights or a ``ramp`` (pi_k proportional to k): does DI keep the weights
     of unequal modes, or does its reverse-KL objective starve the small ones?"""
+    toy_mode_stds: str = "equal"
+    """The toy's mode widths: ``equal``, or a ``ramp`` from half to 1.5x the width at equal mass: does DI move mass
+    from broad modes to narrow ones (as FashionMNIST runs move it to the tightest classes)?"""
     generator_mode: str = "reference"
     """train/eval mode of G (BatchNorm of the DCGAN; dropout of a one-step UNet) during DI. ``reference``: eval
     while it makes the aux batch, train (batch statistics) for the generator step; ``train``: train in both;
@@ -238,6 +241,7 @@ class DIConfig:
         choice("eval_generator", EVAL_GENERATORS)
         choice("aux_lr_decay", LR_DECAYS)
         choice("toy_mode_weights", ("equal", "ramp"))
+        choice("toy_mode_stds", ("equal", "ramp"))
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
         if self.teacher == "toy-gmm" and self.aux_init == "teacher":

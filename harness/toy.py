@@ -1,10 +1,12 @@
 """Exact-score toy: a 2-D Gaussian mixture whose denoiser is analytic at every noise level.
 
-Data: K modes mu_k on a circle of radius ``radius``, each N(mu_k, s^2 I), with weights pi_k (equal, or a ramp
-pi_k proportional to k = 1..K: the smallest mode then holds 1/8 of the largest's mass, for K = 8).
-At noise sigma the noisy marginal is sum_k pi_k N(mu_k, (s^2 + sigma^2) I), and the exact denoiser is
-    D_p(x, sigma) = sum_k r_k(x) (s^2 x + sigma^2 mu_k) / (s^2 + sigma^2),
-    r_k(x) = softmax_k( -||x - mu_k||^2 / (2 (s^2 + sigma^2)) ).
+Data: K modes mu_k on a circle of radius ``radius``, each N(mu_k, s_k^2 I), with weights pi_k (equal, or a ramp
+pi_k proportional to k = 1..K: the smallest mode then holds 1/8 of the largest's mass, for K = 8) and widths s_k
+(equal, or a ramp from s/2 to 3s/2: narrow and broad modes of equal mass, as FashionMNIST's classes differ in
+spread). At noise sigma the noisy marginal is sum_k pi_k N(mu_k, v_k I) with v_k = s_k^2 + sigma^2, and the exact
+denoiser is
+    D_p(x, sigma) = sum_k r_k(x) (s_k^2 x + sigma^2 mu_k) / v_k,
+    r_k(x) = softmax_k( log pi_k - log v_k - ||x - mu_k||^2 / (2 v_k) )     (2-D: the normaliser is 1 / v_k).
 If the DI loop converges with this teacher, a failure elsewhere is the teacher's or the setting's.
 """
 
@@ -16,6 +18,15 @@ import torch
 from torch import nn
 
 from .schedules import SIGMA_DATA
+
+
+def mode_stds(kind: str, num_modes: int, std: float) -> torch.Tensor:
+    """s_k: ``equal`` (std each) or ``ramp`` (linear from std/2 to 3 std/2, mean std)."""
+    if kind == "equal":
+        return torch.full((num_modes,), std)
+    if kind == "ramp":
+        return torch.linspace(0.5 * std, 1.5 * std, num_modes)
+    raise ValueError(f"toy mode stds must be equal or ramp, got {kind!r}")
 
 
 def mode_weights(kind: str, num_modes: int) -> torch.Tensor:
@@ -32,20 +43,24 @@ def mode_weights(kind: str, num_modes: int) -> torch.Tensor:
 class GMMTeacher(nn.Module):
     kind = "toy"
 
-    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.1, weights: str = "equal"):
+    def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.1, weights: str = "equal",
+                 stds: str = "equal"):
         super().__init__()
         angles = torch.arange(num_modes) * 2 * math.pi / num_modes
         self.register_buffer("means", radius * torch.stack([angles.cos(), angles.sin()], 1))
         self.register_buffer("weights", mode_weights(weights, num_modes))
-        self.std = std
+        self.register_buffer("stds", mode_stds(stds, num_modes, std))
+        self.std = std  # the mean width (thresholds of the mode metrics scale with each mode's own s_k)
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        var = self.std**2 + sigma.to(x.dtype).reshape(-1, 1) ** 2  # (B, 1)
+        s2 = self.stds.to(x.dtype)[None] ** 2  # (1, K)
+        sig2 = sigma.to(x.dtype).reshape(-1, 1) ** 2  # (B, 1)
+        var = s2 + sig2  # (B, K)
         means = self.means.to(x.dtype)
-        logits = self.weights.to(x.dtype).log()[None] - ((x[:, None, :] - means[None]) ** 2).sum(-1) / (2 * var)  # (B, K)
+        logits = (self.weights.to(x.dtype).log()[None] - var.log()
+                  - ((x[:, None, :] - means[None]) ** 2).sum(-1) / (2 * var))  # (B, K)
         r = logits.softmax(1)
-        s2, sig2 = self.std**2, sigma.to(x.dtype).reshape(-1, 1) ** 2
-        per_mode = (s2 * x[:, None, :] + sig2[:, :, None] * means[None]) / var[:, :, None]  # (B, K, 2)
+        per_mode = (s2[:, :, None] * x[:, None, :] + sig2[:, :, None] * means[None]) / var[:, :, None]  # (B, K, 2)
         return (r[:, :, None] * per_mode).sum(1)
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -53,7 +68,14 @@ class GMMTeacher(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        return self.means[k] + self.std * torch.randn((n, 2), generator=generator)
+        return self.means[k] + self.stds[k, None] * torch.randn((n, 2), generator=generator)
+
+
+def _nearest_mode(samples: torch.Tensor, teacher: "GMMTeacher") -> tuple[torch.Tensor, torch.Tensor]:
+    """(nearest mode of each sample, whether it lies within 4 of that mode's own std)."""
+    d = torch.cdist(samples.float(), teacher.means.float())
+    nearest = d.argmin(1)
+    return nearest, d.gather(1, nearest[:, None])[:, 0] < 4 * teacher.stds.float()[nearest]
 
 
 class MLPDenoiser(nn.Module):
@@ -94,9 +116,9 @@ def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.05, 0.2, 1.0)) -> f
 
 
 def mode_shares(samples: torch.Tensor, teacher: "GMMTeacher") -> torch.Tensor:
-    """Share of each mode among the samples within 4 std of some mode (nearest mode)."""
-    d = torch.cdist(samples.float(), teacher.means)
-    counts = torch.bincount(d.argmin(1)[d.min(1).values < 4 * teacher.std], minlength=len(teacher.means)).float()
+    """Share of each mode among the samples within 4 std (that mode's) of their nearest mode."""
+    nearest, close = _nearest_mode(samples, teacher)
+    counts = torch.bincount(nearest[close], minlength=len(teacher.means)).float()
     return counts / counts.sum().clamp_min(1)
 
 
@@ -107,9 +129,7 @@ def toy_metrics(samples: torch.Tensor, teacher: GMMTeacher, seed: int = 0) -> di
     variation, 0 = the target's weights), ``mode_mass_<k>`` (share of mode k) and ``min_mode_ratio`` (smallest
     share / weight: below 1, the generator under-weights some mode)."""
     samples = samples.detach().float()
-    d = torch.cdist(samples, teacher.means)
-    nearest = d.argmin(1)
-    close = d.min(1).values < 4 * teacher.std
+    nearest, close = _nearest_mode(samples, teacher)
     k = len(teacher.means)
     counts = torch.bincount(nearest[close], minlength=k).float()
     covered = int((counts >= 0.2 * len(samples) / k).sum())

@@ -1,6 +1,7 @@
 """The DI loop end to end on the exact-score toy (no assets), plus a smoke run of each image setting."""
 
 import csv
+import math
 import json
 import os
 import signal
@@ -197,3 +198,36 @@ def test_toy_mode_mass_metrics_on_known_samples():
     dropped = toy_metrics(x[nearest != 7], teacher)
     assert dropped["mode_mass_tv"] == pytest.approx(8 / 36, abs=0.01) and dropped["min_mode_ratio"] == 0.0
     assert sum(dropped[f"mode_mass_{k}"] for k in range(8)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("weights,stds", [("equal", "equal"), ("ramp", "ramp")])
+def test_toy_denoiser_is_the_exact_score_of_the_mixture(weights, stds):
+    """D_p(x, sigma) = x + sigma^2 grad log p_sigma(x), with p_sigma = sum_k pi_k N(mu_k, (s_k^2 + sigma^2) I)
+    written out by hand and differentiated by autograd: checks the per-mode normaliser 1 / v_k that unequal widths
+    need (with equal widths it cancels in the responsibilities)."""
+    from harness.toy import GMMTeacher
+
+    teacher = GMMTeacher(weights=weights, stds=stds).double()
+    g = torch.Generator().manual_seed(1)
+    x = (1.3 * torch.randn(64, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    sigma = torch.exp(torch.randn(64, generator=g, dtype=torch.float64) - 1.5)
+    v = teacher.stds[None] ** 2 + sigma[:, None] ** 2  # (B, K)
+    sq = ((x[:, None, :] - teacher.means[None]) ** 2).sum(-1)
+    log_p = torch.logsumexp(teacher.weights.log()[None] - torch.log(2 * math.pi * v) - sq / (2 * v), 1)
+    (score,) = torch.autograd.grad(log_p.sum(), x)
+    expected = x.detach() + sigma[:, None] ** 2 * score
+    assert torch.allclose(teacher.denoise(x.detach(), sigma), expected, atol=1e-10)
+
+
+def test_toy_mode_widths_ramp_at_equal_mass():
+    from harness.toy import GMMTeacher, toy_metrics
+
+    teacher = GMMTeacher(stds="ramp")
+    assert teacher.stds[0] == pytest.approx(0.05) and teacher.stds[-1] == pytest.approx(0.15)
+    x = teacher.sample(40_000, torch.Generator().manual_seed(0))
+    nearest = torch.cdist(x, teacher.means).argmin(1)
+    # ||x - mu_k||^2 / s_k^2 is chi-square with 2 dof, median 2 ln 2 (a median: robust to the broad neighbour's tail)
+    spread = torch.stack([x[nearest == k].sub(teacher.means[k]).pow(2).sum(1).median().div(2 * math.log(2)).sqrt()
+                          for k in (0, 7)])
+    assert spread[0] == pytest.approx(0.05, rel=0.05) and spread[1] == pytest.approx(0.15, rel=0.05)
+    assert toy_metrics(x, teacher)["mode_mass_tv"] < 0.02  # each mode's own 4-std radius keeps its samples
