@@ -116,18 +116,19 @@ def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.05, 0.2, 1.0)) -> f
 
 
 def mode_shares(samples: torch.Tensor, teacher: "GMMTeacher") -> torch.Tensor:
-    """Share of each mode among the samples within 4 std (that mode's) of their nearest mode."""
-    nearest, close = _nearest_mode(samples, teacher)
-    counts = torch.bincount(nearest[close], minlength=len(teacher.means)).float()
-    return counts / counts.sum().clamp_min(1)
+    """Each mode's mass: the share of all samples whose nearest mode it is. Every sample counts, however far
+    from its mode: a generator that resolves a narrow mode less sharply than a broad one must not look as if it
+    gave the narrow mode less mass (that is the in-mode fraction's business)."""
+    nearest, _ = _nearest_mode(samples, teacher)
+    return torch.bincount(nearest, minlength=len(teacher.means)).float() / max(len(samples), 1)
 
 
 def toy_metrics(samples: torch.Tensor, teacher: GMMTeacher, seed: int = 0) -> dict:
     """Mode coverage (modes holding >= 20% of their fair share of samples within 4 std), fraction of
     samples within 4 std of some mode ("quality"), MMD^2 to fresh data, the data-vs-data MMD^2 floor, and how
-    the in-mode samples share out over the modes against the target's weights: ``mode_mass_tv`` (total
-    variation, 0 = the target's weights), ``mode_mass_<k>`` (share of mode k) and ``min_mode_ratio`` (smallest
-    share / weight: below 1, the generator under-weights some mode)."""
+    the samples share out over the modes (nearest mode: ``mode_shares``) against the target's weights:
+    ``mode_mass_tv`` (total variation, 0 = the target's weights), ``mode_mass_<k>`` (share of mode k) and
+    ``min_mode_ratio`` (smallest share / weight: below 1, the generator under-weights some mode)."""
     samples = samples.detach().float()
     nearest, close = _nearest_mode(samples, teacher)
     k = len(teacher.means)
@@ -136,7 +137,7 @@ def toy_metrics(samples: torch.Tensor, teacher: GMMTeacher, seed: int = 0) -> di
     g = torch.Generator().manual_seed(seed)
     n = min(len(samples), 2000)
     real_a, real_b = teacher.sample(n, g), teacher.sample(n, g)
-    share = counts / counts.sum().clamp_min(1)
+    share = mode_shares(samples, teacher)
     weights = teacher.weights.float()
     floor = mode_shares(teacher.sample(len(samples), g), teacher)  # the TV that n samples of the target itself show
     masses = {f"mode_mass_{i}": share[i].item() for i in range(k)}

@@ -231,3 +231,7 @@ def test_toy_mode_widths_ramp_at_equal_mass():
                           for k in (0, 7)])
     assert spread[0] == pytest.approx(0.05, rel=0.05) and spread[1] == pytest.approx(0.15, rel=0.05)
     assert toy_metrics(x, teacher)["mode_mass_tv"] < 0.02  # each mode's own 4-std radius keeps its samples
+    # the narrow mode resolved 4x too wide, at its right mass: fewer samples in-mode, the same masses
+    blurred = torch.where((nearest == 0)[:, None], teacher.means[0] + 4 * (x - teacher.means[0]), x)
+    m = toy_metrics(blurred, teacher)
+    assert m["mode_mass_tv"] < 0.02 and m["in_mode_fraction"] < 0.99
