@@ -15,6 +15,9 @@ The spec (TOML) names what the report is made of; every number in the report is 
   ``di/runs/reference-gan-seed*``), optional ``note``: the failing configuration reproduced, one row per group of
   runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
   evidence and verdict.
+* ``[[control]]``: as ``[[reproduction]]`` (``name``, ``title``, ``runs``, ``note``), for runs that test the
+  answer rather than reproduce the failure (e.g. the exact-score toy); a toy group also shows its final mode-mass
+  TV against the sampling floor and its in-mode fraction. Its rows fill placeholders too.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
   samples before and after, harness.class_balance; optional ``models``: shipped models whose class balance is
   drawn beside, from ``results/class_balance/``), then either ``study`` (and optionally
@@ -81,8 +84,9 @@ def load_spec(path: Path) -> dict:
 
     for h in raw.get("hypothesis", []):
         need("hypothesis", h, ("name", "study", "reference"))
-    for r in raw.get("reproduction", []):
-        need("reproduction", r, ("name", "title", "runs"))
+    for section in ("reproduction", "control"):
+        for r in raw.get(section, []):
+            need(section, r, ("name", "title", "runs"))
     for f in raw.get("figure", []):
         need("figure", f, ("kind",))
         if f["kind"] not in FIGURE_KINDS:
@@ -171,8 +175,12 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
     rows = [r for r in table.to_dict("records") if r.get("kind") == "variant"]
     for r in rows:
         r["study"] = rep["name"]
-    md = change_table(rows, keys, [("configuration", lambda r: r["variant"])], "d_", "verdict",
-                      "verdict vs the starting generator")
+    lead = [("configuration", lambda r: r["variant"])]
+    if "mmd2" in keys:  # the toy: whether the modes keep their masses, and how much of the mass sits in a mode
+        lead += [(head, lambda r, c=col: fmt(r.get(c), r.get(f"{c}_lo"), r.get(f"{c}_hi"), ".3g"))
+                 for head, col in (("final mode-mass TV", "mode_mass_tv"), ("its sampling floor", "mode_mass_tv_floor"),
+                                   ("final in-mode fraction", "in_mode_fraction"))]
+    md = change_table(rows, keys, lead, "d_", "verdict", "verdict vs the starting generator")
     return (f"### {rep['title']}\n\n{rep.get('note', '').strip()} Start and final: {n_note(table, 'mmd2' in keys)}."
             f"\n\n{md}\n\nRun directories: "
             + ", ".join(f"`{d.relative_to(results_dir)}`" for d in dirs)
@@ -310,7 +318,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
         rows += r
         keys += [x for x in k if x not in keys]
     reproductions = [reproduction_section(r, results_dir) for r in spec.get("reproduction", [])]
-    fill_rows = rows + [row for _, rs in reproductions for row in rs]
+    controls = [reproduction_section(r, results_dir) for r in spec.get("control", [])]
+    fill_rows = rows + [row for _, rs in reproductions + controls for row in rs]
     hyp_ns = sorted({e.n for h in spec["hypothesis"] for r in records_of(h.study) if r.done for e in (r.start, r.final)})
     fig_dir = out.parent / "report"
     figures = [figure(f, results_dir, fig_dir, i + 1, records_of) for i, f in enumerate(spec.get("figure", []))]
@@ -324,6 +333,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              "## The failing configuration, reproduced\n\nEach group of runs against its own starting generator "
              "(paired per seed, same evaluation latents), final EMA generator in every feature space; mean "
              "[95% interval].\n\n" + ("\n".join(md for md, _ in reproductions) or "*(none)*\n"),
+             *(["## Controls\n\nRuns that test the answer rather than reproduce the failure, against their own "
+                "starting generator; mean [95% interval].\n\n" + "\n".join(md for md, _ in controls)] if controls else []),
              "## Hypotheses: each change against the failing configuration\n\n"
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
              "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",

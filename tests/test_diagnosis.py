@@ -12,7 +12,12 @@ title = "Fixture diagnosis"
 question = "Does a larger generator learning rate break the toy?"
 setup = "The exact-score toy, 2 seeds, a few rounds: a fixture, not a result."
 answer = "Raising the learning rate changes MMD² by {toy_study-smoke|toy_lr=0.003|r_mmd2} ({toy_study-smoke|toy_lr=0.003|verdict_vs_ref})."
-evidence = "At the base lr, DI changes it by {base|toy|d_mmd2}."
+evidence = "At the base lr, DI changes it by {base|toy|d_mmd2}; its mode-mass TV ends at {toy-control|toy|mode_mass_tv}."
+
+[[control]]
+name = "toy-control"
+title = "The base lr as a control"
+runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]
 
 [[reproduction]]
 name = "base"
@@ -58,7 +63,8 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     out = tmp_path / "out" / "REPORT.md"
     md = diagnosis.write_report(spec, fixture_study, out, "python -m harness.diagnosis (test)")
     assert out.read_text() == md
-    for section in ("## The question", "## The answer", "## What the evidence says", "## Setup", "## The failing configuration, reproduced",
+    for section in ("## The question", "## The answer", "## What the evidence says", "## Setup", "## Controls",
+                    "### The base lr as a control", "final mode-mass TV", "## The failing configuration, reproduced",
                     "### The base lr, against the starting generator", "## Hypotheses", "## Figures",
                     "## Seed 000's Table 1 (theirs", "## Reproduce"):
         assert section in md, section
@@ -91,7 +97,7 @@ def test_bad_specs_are_one_line_errors(fixture_study, tmp_path):
     with pytest.raises(SystemExit, match="placeholder"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
     spec.write_text(SPEC.replace('runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]\n', "", 1))
-    with pytest.raises(SystemExit, match=r"a \[\[reproduction\]\] entry lacks runs"):
+    with pytest.raises(SystemExit, match=r"a \[\[control\]\] entry lacks runs"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
     with pytest.raises(SystemExit, match="no report spec"):
         diagnosis.main(["--spec", str(tmp_path / "missing.toml")])
