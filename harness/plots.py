@@ -220,7 +220,9 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
     spaces = sorted({s for _, hs in groups for h in hs for s in h["final"]})
     if not spaces:
         return
-    fig, axes = plt.subplots(len(spaces), 1, figsize=(10, 2.8 * len(spaces)), squeeze=False)
+    import textwrap
+
+    fig, axes = plt.subplots(len(spaces), 1, figsize=(12, 2.9 * len(spaces)), squeeze=False)
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(class_names))
     for ax, space in zip(axes[:, 0], spaces):
@@ -240,8 +242,9 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_xticks(x, class_names, fontsize=7)
         ax.set_ylabel(f"Δ class share\n({space} classifier)", fontsize=8)
-        ax.legend(fontsize=6, ncol=2, loc="best")
-    fig.suptitle(title, fontsize=9)
+        if space == spaces[0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("\n".join(textwrap.wrap(title, 130)), fontsize=9)
     save_figure(fig, path, dpi=120)
 
 
