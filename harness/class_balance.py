@@ -149,6 +149,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if not args.runs and not args.models:
         p.error("give run directories, or --models")
+    from .data import CLASSES
+
     if args.models:
         from .baselines import model_sampler
 
@@ -162,11 +164,12 @@ def main(argv=None) -> None:
         for m in args.models:
             h = stored[m]["class_hists"]
             print(f"{m} (n={stored[m]['n']}): " + "; ".join(
-                f"{s} largest class {max(range(10), key=h[s].__getitem__)} ({max(h[s]):.3f})" for s in h), flush=True)
+                f"{s} largest class {CLASSES[max(range(10), key=h[s].__getitem__)]} ({max(h[s]):.3f})" for s in h), flush=True)
         if not args.runs:
             return
-    dirs = sorted({d for pat in args.runs for d in (Path().glob(pat) if any(c in pat for c in "*?[") else [Path(pat)])
-                   if (d / "summary.json").is_file()})
+    import glob
+
+    dirs = sorted({Path(d) for pat in args.runs for d in glob.glob(pat) if (Path(d) / "summary.json").is_file()})
     if not dirs:
         raise SystemExit(f"error: no finished run directory matches {' '.join(args.runs)}")
     from .progress import progress_bar
@@ -179,7 +182,7 @@ def main(argv=None) -> None:
                 raise SystemExit(f"error: {err}") from None
             top = {s: max(range(10), key=lambda c: h["final"][s][c] - h["start"][s][c]) for s in h["final"]}
             print(f"{d}: n={h['n']}; class gaining most share: " + ", ".join(
-                f"{s} {c} ({h['start'][s][c]:.3f} -> {h['final'][s][c]:.3f})" for s, c in top.items()), flush=True)
+                f"{s} {CLASSES[c]} ({h['start'][s][c]:.3f} -> {h['final'][s][c]:.3f})" for s, c in top.items()), flush=True)
             bar.update(completed=i + 1)
 
 
