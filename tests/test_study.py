@@ -166,28 +166,26 @@ def test_run_cells_trains_without_storage_and_the_study_records_them_without_tra
 
 def test_only_builds_a_grid_study_value_by_value(toy_specs, tmp_path):
     """--only without --run-cells: the study holds (and its table shows) only the chosen values' cells; a later call
-    adds other values to the same storage; the seed count is fixed by the study's first call."""
+    adds other values to the same storage, with fewer seeds if asked; the seed count is capped by the first call."""
     toy_specs(rounds=4, eval_every=2)
     res = str(tmp_path / "res")
     out = tmp_path / "res" / "toy_study-smoke"
-    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.001", "--seeds", "3", "--results-dir", res])
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.001", "--seeds", "2", "--results-dir", res])
     trials = _trials(out / "study.db")
-    assert sorted(study_spec.cell_key(t.params) for t in trials) == [f"toy_lr=0.001_seed{s}" for s in range(3)]
+    assert sorted(study_spec.cell_key(t.params) for t in trials) == [f"toy_lr=0.001_seed{s}" for s in range(2)]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     variants = pd.read_csv(out / "table.csv").query("source == 'measured (this study)'")
-    assert list(variants.variant) == ["toy_lr=0.001"] and (variants.n_seeds == 3).all()
-    with pytest.raises(SystemExit, match="at most 3 seeds per cell"):
-        study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "4", "--results-dir", res])
+    assert list(variants.variant) == ["toy_lr=0.001"] and (variants.n_seeds == 2).all()
+    with pytest.raises(SystemExit, match="at most 2 seeds per cell"):
+        study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "3", "--results-dir", res])
     with pytest.raises(SystemExit, match="--only 9: not a value"):
         study_mod.main(["toy_study", "--budget", "smoke", "--only", "9", "--results-dir", res])
-    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "2", "--results-dir", res])
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "1", "--results-dir", res])
     trials = _trials(out / "study.db")
     assert sorted(study_spec.cell_key(t.params) for t in trials) == (
-        [f"toy_lr=0.0001_seed{s}" for s in range(2)] + [f"toy_lr=0.001_seed{s}" for s in range(3)])
+        ["toy_lr=0.0001_seed0"] + [f"toy_lr=0.001_seed{s}" for s in range(2)])
     variants = pd.read_csv(out / "table.csv").query("source == 'measured (this study)'").set_index("variant")
-    assert variants.n_seeds.to_dict() == {"toy_lr=0.001": 3, "toy_lr=0.0001": 2}
-    study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", res])  # the rest, at the stored 3 seeds
-    assert len(_trials(out / "study.db")) == 9
+    assert variants.n_seeds.to_dict() == {"toy_lr=0.001": 2, "toy_lr=0.0001": 1}
 
 
 def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_specs, tmp_path):
