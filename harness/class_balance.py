@@ -33,6 +33,15 @@ class ClassHistError(RuntimeError):
     """A run whose class histograms can be neither read nor recomputed; the message is one line."""
 
 
+def _class_hists_of(images: torch.Tensor, refs) -> dict[str, list[float]]:
+    """Each space's class histogram of ``images`` (its classifier's predicted classes)."""
+    from .metrics import class_histogram
+    from .scoring import featurise_all
+
+    return {space: [float(v) for v in class_histogram(preds, 10)]
+            for space, (_, preds) in featurise_all(images.clamp(-1, 1), refs).items()}
+
+
 def stored_class_hists(run_dir: Path) -> dict | None:
     """{"n", "start": {space: shares}, "final": {space: shares}} from summary.json or class_hist.json, else None."""
     run_dir = Path(run_dir)
@@ -54,8 +63,6 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     from .config import DIConfig
     from .loop import Evaluator, build_nets
     from .manifest import make_manifest, write_json
-    from .scoring import featurise_all
-    from .metrics import class_histogram
 
     run_dir = Path(run_dir)
     t0 = time.time()
@@ -73,11 +80,8 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     final_g = copy.deepcopy(nets.generator)
     final_g.load_state_dict(state["G_ema" if cfg.eval_generator == "ema" else "G"])
     evaluator = Evaluator(cfg, nets, asset_dir)
-    hists = {}
-    for which, g in (("start", nets.generator), ("final", final_g)):
-        x = evaluator.samples(g, cfg.final_eval_n).clamp(-1, 1)
-        hists[which] = {space: [float(v) for v in class_histogram(preds, 10)]
-                        for space, (_, preds) in featurise_all(x, evaluator.refs).items()}
+    hists = {which: _class_hists_of(evaluator.samples(g, cfg.final_eval_n), evaluator.refs)
+             for which, g in (("start", nets.generator), ("final", final_g))}
     out = {"n": cfg.final_eval_n, **hists}
     write_json(run_dir / CLASS_HIST_FILE, {**out, "manifest": make_manifest(
         command=f"python -m harness.class_balance {run_dir}", config=cfg.to_dict(), seed=cfg.seed,
@@ -104,13 +108,11 @@ def model_class_hists(model: str, n: int, seed: int, asset_dir=None) -> dict[str
     """A shipped model's class histogram per space, on n samples from deterministic noise (its baseline sampler)."""
     from .baselines import model_sampler
     from .evaluation import generate
-    from .metrics import class_histogram
-    from .scoring import featurise_all, references
+    from .scoring import references
 
     sample_fn, shape, _, _ = model_sampler(model, asset_dir)
     images, _ = generate(sample_fn, n, shape, seed)
-    return {space: [float(v) for v in class_histogram(preds, 10)]
-            for space, (_, preds) in featurise_all(images, references(asset_dir)).items()}
+    return _class_hists_of(images, references(asset_dir))
 
 
 def load_model_hists(results_dir: Path) -> dict:

@@ -213,6 +213,8 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
     the start averaged over every run). A bar with its diamond on the other side of 0 moves away from the data.
     ``models`` (label -> space -> shares, e.g. the teacher): hollow markers at model - start, the move towards
     that model's own class balance."""
+    import textwrap
+
     import numpy as np
 
     from .verdicts import t_interval
@@ -220,8 +222,6 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
     spaces = sorted({s for _, hs in groups for h in hs for s in h["final"]})
     if not spaces:
         return
-    import textwrap
-
     fig, axes = plt.subplots(len(spaces), 1, figsize=(12, 2.9 * len(spaces)), squeeze=False)
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(class_names))

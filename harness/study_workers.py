@@ -147,10 +147,10 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, he
         raise SpecError(f"storage {url} holds a {attrs['budget']}-budget {spec.name} study; use another --results-dir or --storage")
     if spec.sampler != "grid" and only:
         raise SpecError(f"study {spec.name}: --only selects grid cells, and this study is a {spec.sampler} search")
-    created = "cells" in attrs
+    existed = "cells" in attrs
     if seeds is None:
-        seeds = int(attrs["seeds"]) if created else int(spec.budgets[budget].get("seeds", 1))
-    if created and spec.sampler == "grid" and seeds > attrs.get("seeds", seeds):
+        seeds = int(attrs["seeds"]) if existed else int(spec.budgets[budget].get("seeds", 1))
+    if existed and spec.sampler == "grid" and seeds > attrs.get("seeds", seeds):
         # the seed is a categorical parameter whose choices Optuna fixes with the study's first trial
         raise SpecError(f"storage {url} holds a {spec.name} study with at most {attrs['seeds']} seeds per cell; "
                         f"ask for --seeds {attrs['seeds']} or fewer, or use another --results-dir")
@@ -161,7 +161,7 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, he
             study.enqueue_trial(cell, skip_if_exists=True)
         study.set_user_attr("cells", len(held) + len(new))
         study.set_user_attr("trials", len(held) + len(new))
-    if not created:
+    if not existed:
         study.set_user_attr("budget", budget)
         study.set_user_attr("seeds", seeds)
         if spec.sampler != "grid":
