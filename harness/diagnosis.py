@@ -302,6 +302,14 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"
 
 
+def _repo_relative(path: Path) -> str:
+    """A path inside the checkout as the checkout sees it (a manifest must not name this machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(DEFAULT_SPEC.parent.parent.parent))
+    except ValueError:
+        return str(path)
+
+
 def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) -> str:
     t0 = time.time()
     spec = load_spec(spec_path)
@@ -349,7 +357,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
     out.write_text(md)
     pd.DataFrame(rows).to_csv(out.parent / "report" / "hypotheses.csv", index=False) if rows else None
     write_json(out.parent / "report" / "manifest.json", make_manifest(
-        command=command, config={"spec": str(spec_path), "results_dir": str(results_dir), "out": str(out),
+        command=command, config={"spec": _repo_relative(spec_path), "results_dir": str(results_dir), "out": str(out),
                                  "studies": sorted(cache)}, seed=None, wall_s=time.time() - t0))
     return md
 
