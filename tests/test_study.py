@@ -153,6 +153,7 @@ def test_run_cells_trains_without_storage_and_the_study_records_them_without_tra
     assert not (runs.parent / "study.db").exists()
     config = json.loads((runs / "toy_lr=0.001_seed0" / "config.json").read_text())
     assert (config["lr_aux"], config["lr_gen"]) == (0.002, 0.001)  # [base], then the axis value
+    assert config["threads"] == 1  # two workers on the machine: one torch thread each, as the study's own workers
     trained = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
     # the other cells are trained here; the two from --run-cells are recorded as they are (1 worker: threads 0)
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", res])
