@@ -87,6 +87,10 @@ def main(argv=None) -> None:
     import torch
 
     budget = args.budget or ("gpu" if torch.cuda.is_available() else "cpu")
+    if budget == "gpu" and not args.report and not torch.cuda.is_available():
+        # it happened: a lent GPU machine whose torch saw no CUDA trained 65 runs on its CPU cores, unnoticed
+        print(f"[study {args.name}] warning: --budget gpu but CUDA is not available: training on the CPU "
+              f"(each run's manifest records its device)", file=sys.stderr, flush=True)
     b = spec.budgets[budget]
     seeds = args.seeds or int(b.get("seeds", 1))
     trials = args.trials or int(b.get("trials", 10))

@@ -38,9 +38,11 @@ def storage_url(results_dir: Path, name: str, budget: str, url: str | None, prun
 
 
 def study_dir(results_dir: Path, name: str, budget: str, pruner: str | None = None) -> Path:
-    """DIR/NAME for cpu and gpu budgets; DIR/NAME-smoke for smoke (never mixed with real results);
-    ``-pruner-P`` appended when ``--pruner`` overrides the spec's (another study, compared beside it)."""
-    suffix = ("-smoke" if budget == "smoke" else "") + (f"-pruner-{pruner}" if pruner else "")
+    """DIR/NAME for the cpu budget; DIR/NAME-gpu and DIR/NAME-smoke for the others. Budgets differ in rounds and
+    batch, so their runs never share a directory: a cell's run directory from one would otherwise be refused (or,
+    worse, recorded) by the other. ``-pruner-P`` is appended when ``--pruner`` overrides the spec's (another study,
+    compared beside it)."""
+    suffix = ("" if budget == "cpu" else f"-{budget}") + (f"-pruner-{pruner}" if pruner else "")
     return Path(results_dir) / f"{name}{suffix}"
 
 

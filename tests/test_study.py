@@ -430,3 +430,11 @@ def test_postgres_storage_with_two_workers(toy_specs, tmp_path):
     finally:
         subprocess.run(as_postgres + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_each_budget_has_its_own_study_directory():
+    """cpu and gpu budgets train the same cells at different rounds and batch sizes: one directory would make a cell
+    of one budget meet the other's run directory (refused as a different config, or recorded as if it were its own)."""
+    dirs = {b: study_workers.study_dir(Path("res"), "lr_ladder", b) for b in ("cpu", "gpu", "smoke")}
+    assert dirs == {"cpu": Path("res/lr_ladder"), "gpu": Path("res/lr_ladder-gpu"), "smoke": Path("res/lr_ladder-smoke")}
+    assert study_workers.study_dir(Path("res"), "lr_sweep", "cpu", "none") == Path("res/lr_sweep-pruner-none")
