@@ -100,6 +100,7 @@ def metric_curves(data, path, title: str) -> None:
     from .feature_spaces import FEATURE_SPACES
     from .scoring import METRICS, key, verdict_metrics
 
+    data = data.reset_index(drop=True)  # concatenated runs repeat row labels; seaborn needs them unique
     if "mmd2" in data.columns:
         grid = [[(k, label) for k, label in (("mmd2", "MMD² (toy)"), ("in_mode_fraction", "in-mode fraction"),
                                              ("mode_mass_tv", "mode-mass TV to the target")) if k in data.columns]]
@@ -152,7 +153,9 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
 
     from .di import SIGMA_BIN_NAMES
 
-    data = rounds.copy()
+    # callers concatenate runs' CSVs, so row labels repeat; seaborn needs them unique
+    data = rounds.reset_index(drop=True)
+    evals = evals.reset_index(drop=True) if evals is not None else None
     data["aux - teacher loss"] = data["aux_loss"] - data["teacher_loss"]
     last = data.groupby("variant")["round"].transform("max")
     data["phase"] = None

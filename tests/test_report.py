@@ -49,3 +49,22 @@ def test_failed_runs_are_counted_and_one_seed_is_not_judged(tmp_path):
                               "config": json.loads((d / "config.json").read_text())} for d in dirs])
     row = table[table.kind == "variant"].iloc[0]
     assert keys[0] == "mmd2" and row.n_failed == 1 and row.n_seeds == 1 and row.verdict == "1 seed: not judged"
+
+
+def test_diagnostics_and_curves_plot_several_runs_concatenated(tmp_path):
+    """Callers concatenate each run's rounds.csv and evals.csv, so row labels repeat across runs; the gradient-signal
+    panel once failed on exactly that ("cannot reindex on an axis with duplicate labels") with two runs."""
+    from harness.plots import diagnostics, metric_curves
+
+    def run(variant, seed):
+        rounds = pd.DataFrame({"round": [1, 2, 3, 4], "kimg": [0.1, 0.2, 0.3, 0.4], "aux_loss": [3.0, 2.0, 2.0, 1.0],
+                               "teacher_loss": [2.5, 2.5, 2.4, 2.4], "gen_grad_norm": [1.0, 2.0, 2.0, 2.1],
+                               "gap_s0-0.05": [1.0, 1.1, 1.2, 1.3], "gap_s0.05-0.2": [0.5, 0.6, 0.7, 0.8]})
+        evals = pd.DataFrame({"round": [0, 2, 4], "kimg": [0.0, 0.2, 0.4], "n": [100] * 3, "kid_vgg": [9.0, 8.0, 7.5],
+                              "grad_signal": [None, 1.2, 1.1]})
+        return rounds.assign(variant=variant, seed=seed), evals.assign(variant=variant, seed=seed)
+
+    runs = [run("a", 0), run("a", 1), run("b", 0)]
+    diagnostics(pd.concat([r for r, _ in runs]), tmp_path / "diag.png", "t", pd.concat([e for _, e in runs]))
+    metric_curves(pd.concat([e for _, e in runs]), tmp_path / "curves.png", "t")
+    assert (tmp_path / "diag.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
