@@ -35,8 +35,8 @@ from pathlib import Path
 
 from .config import ConfigError
 from .study_spec import BUDGETS, PRUNERS, SPEC_ROOT_ENV, SpecError, all_value_configs, available_studies, load_study
-from .study_workers import (WorkerArgs, annotate_existing, count_finished, create_or_load, requeue_lost_cells,
-                            run_cells, spawn_workers, storage_url, study_dir, worker)
+from .study_workers import (WorkerArgs, annotate_existing, count_finished, create_or_load, record_finished_cells,
+                            requeue_lost_cells, run_cells, spawn_workers, storage_url, study_dir, worker)
 
 
 def worker_threads(requested: int, workers: int) -> int:
@@ -130,6 +130,10 @@ def main(argv=None) -> None:
             requeued = requeue_lost_cells(study, spec, seeds)
             if requeued:
                 print(f"[study {spec.name}] re-enqueued {requeued} cell(s) whose trial failed", flush=True)
+            recorded = record_finished_cells(study, spec, budget, seeds, out)
+            if recorded:
+                print(f"[study {spec.name}] recorded {recorded} cell(s) whose run directory had already finished",
+                      flush=True)
         except (SpecError, ConfigError, assets.AssetNotFoundError) as err:
             raise SystemExit(f"error: {err}") from None
         wargs = WorkerArgs(name=spec.name, budget=budget, seeds=seeds, url=url, out=str(out), trials=trials,

@@ -500,6 +500,34 @@ def requeue_lost_cells(study, spec: StudySpec, seeds: int, max_failures: int = 3
     return count
 
 
+def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: Path) -> int:
+    """Record every waiting grid cell whose run directory has already finished (trained by ``--run-cells``, here or
+    on another machine), before any worker trains: workers pop waiting trials in order, so a finished cell queued
+    behind untrained ones would otherwise wait hours to be recorded. Returns the number recorded."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if spec.sampler != "grid":
+        return 0
+    count = 0
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        cell = trial_cell(frozen)
+        if cell is None or not run_finished(out / "runs" / cell_key(cell)):
+            continue
+        # Claim it the way ask() pops a waiting trial: only one process can move it from WAITING to RUNNING.
+        if not study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+            continue
+        trial = optuna.Trial(study, frozen._trial_id)
+        try:
+            value = run_trial(trial, spec, budget, seeds, out, threads=0)  # finished: nothing is trained
+        except optuna.TrialPruned:  # a diverged or pruned run, recorded as such
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+        count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class CellJob:
     """One grid cell to train without a storage (``run_cells``): plain values, so a spawned process can receive them."""

@@ -438,3 +438,23 @@ def test_each_budget_has_its_own_study_directory():
     dirs = {b: study_workers.study_dir(Path("res"), "lr_ladder", b) for b in ("cpu", "gpu", "smoke")}
     assert dirs == {"cpu": Path("res/lr_ladder"), "gpu": Path("res/lr_ladder-gpu"), "smoke": Path("res/lr_ladder-smoke")}
     assert study_workers.study_dir(Path("res"), "lr_sweep", "cpu", "none") == Path("res/lr_sweep-pruner-none")
+
+
+def test_finished_cells_are_recorded_before_any_worker_trains(toy_specs, tmp_path):
+    """Workers pop waiting trials in order, so cells trained by --run-cells and queued behind untrained ones would
+    wait for all of those; the coordinator records them first, and only them."""
+    toy_specs(rounds=6, eval_every=3)
+    res = tmp_path / "res"
+    study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "0.0001", "--results-dir", str(res)])
+    spec, out = load_study("toy_study"), res / "toy_study-smoke"
+    study = study_workers.create_or_load(spec, "smoke", None, f"sqlite:///{out / 'study.db'}", 60, 600, 4)
+    assert study_workers.record_finished_cells(study, spec, "smoke", 2, out) == 2
+    cells = {(t.system_attrs["fixed_params"]["toy_lr"], t.system_attrs["fixed_params"]["seed"]): t for t in study.get_trials()}
+    assert len(cells) == 6  # the 0.0001 cells come last in the grid's order
+    for (lr, seed), t in cells.items():
+        if lr == "0.0001":
+            summary = json.loads((out / "runs" / f"toy_lr=0.0001_seed{seed}" / "summary.json").read_text())
+            assert t.state == TrialState.COMPLETE and t.value == summary["final"]["values"]["mmd2"]
+        else:
+            assert t.state == TrialState.WAITING and not (out / "runs" / f"toy_lr={lr}_seed{seed}").exists()
+    assert study_workers.record_finished_cells(study, spec, "smoke", 2, out) == 0  # nothing left to record
