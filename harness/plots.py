@@ -92,8 +92,8 @@ def save_metric_bars(table, path: Path, title: str = ""):
 
 
 def metric_curves(data, path, title: str) -> None:
-    """Metric-vs-kimg curves (vs round when the rows have no kimg), one line per variant with a 95% confidence band over seeds (seaborn's bootstrap).
-    ``data``: one row per (variant, seed, round) with flat metric keys. Images: one row of panels per feature
+    """Metric-vs-kimg curves (vs round when the rows have no kimg), one line per variant with a 95% confidence band
+    over seeds (seaborn's bootstrap). ``data``: one row per (variant, seed, round) with flat metric keys. Images: one row of panels per feature
     space, one panel per verdict metric (registry order); the toy: its MMD² and in-mode fraction."""
     import seaborn as sns
 
