@@ -569,7 +569,8 @@ def run_cells(spec: StudySpec, budget: str, seeds: int, out: Path, workers: int,
     jobs = [CellJob(spec.name, budget, c, str(out), threads, command, os.environ.get(SPEC_ROOT_ENV)) for c in cells]
     print(f"[study {spec.name}] {len(cells)} cell(s) to run into {out}/runs with {workers} process(es)", flush=True)
     with progress_bar(len(cells), f"cells {spec.name} [{budget}]") as bar, \
-            mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
+            mp.get_context("spawn").Pool(workers, maxtasksperchild=1, initializer=_exit_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
         for i, line in enumerate(pool.imap_unordered(_run_cell, jobs)):
             print(f"[study {spec.name}] {line}", flush=True)
             bar.update(completed=i + 1)

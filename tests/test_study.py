@@ -377,11 +377,13 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_workers_do_not_outlive_a_killed_coordinator(toy_specs, tmp_path):
-    """SIGKILL the command that spawned 2 workers: the workers stop too (no orphan keeps computing unseen)."""
+@pytest.mark.parametrize("mode", [[], ["--run-cells"]], ids=["study", "run-cells"])
+def test_workers_do_not_outlive_a_killed_coordinator(toy_specs, tmp_path, mode):
+    """SIGKILL the command that spawned 2 workers (a study's, or --run-cells' pool): the workers stop too (no orphan
+    keeps computing unseen)."""
     toy_specs(rounds=3000, eval_every=1000)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_PLAIN_PROGRESS": "1"}
-    proc = subprocess.Popen(_study_cmd(tmp_path / "res") + ["--workers", "2"], env=env, cwd=ROOT,
+    proc = subprocess.Popen(_study_cmd(tmp_path / "res") + ["--workers", "2"] + mode, env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, workers = time.time() + 120, []
     while time.time() < deadline and len(workers) < 2:
