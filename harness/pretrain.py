@@ -1,7 +1,7 @@
 """Regenerate the shipped pretrained assets.
 
     python -m harness.pretrain teacher edm|ddpm-huber|ddpm-mse [--kimg K] ...
-    python -m harness.pretrain gan weak|strong [--epochs E] ...
+    python -m harness.pretrain gan weak|strong|wide [--epochs E] ...
     python -m harness.pretrain evaluator [vgg|resnet] [--epochs E] ...   (default: every feature space)
     python -m harness.pretrain all
 
@@ -44,9 +44,12 @@ TEACHER_PRESETS = {
 # Training lengths of the shipped teachers (thousands of images), chosen to fit one 2-core CPU session:
 # about 35-50 minutes each on one contended core. Seed 000 trained ~110 epochs (6,600 kimg) on a GPU.
 TEACHER_KIMG = {"edm": 400, "ddpm-huber": 250, "ddpm-mse": 250}
-# GAN epochs. Seed 000: 3 on purpose (weak); ~15 matched their DM. Our strong reference uses 10 to fit the
-# session's CPU budget (~3 min per epoch on one contended core); `--epochs 15` gives their longer run.
-GAN_PRESETS = {"weak": 3, "strong": 10}
+# GAN presets: epochs and the DCGAN's width. Seed 000 trained theirs 3 epochs on purpose (weak); ~15 matched their
+# DM. Our strong reference uses 10 to fit the session's CPU budget (~3 min per epoch on one contended core);
+# `--epochs 15` gives their longer run. `wide` is the weak GAN's 3 epochs at twice the width (4x the parameters):
+# seed 000 suspected DI needs a much stronger model, and this separates capacity from training length.
+GAN_PRESETS = {"weak": {"epochs": 3, "width": 64}, "strong": {"epochs": 10, "width": 64},
+               "wide": {"epochs": 3, "width": 128}}
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,10 @@ def train_teacher(name: str, args) -> dict:
 def train_gan(name: str, args) -> dict:
     torch.manual_seed(args.seed)
     images, labels = load_split("train", args.data_root)
-    epochs = args.epochs if args.epochs is not None else GAN_PRESETS[name]
+    preset = GAN_PRESETS[name]
+    epochs = args.epochs if args.epochs is not None else preset["epochs"]
     steps = _cap(epochs * (len(images) // args.batch_size), args)
-    g_cfg, d_cfg = {"latent_dim": 128, "width": 64}, {"width": 64}
+    g_cfg, d_cfg = {"latent_dim": 128, "width": preset["width"]}, {"width": preset["width"]}
     cfg = TrainConfig(job=f"gan-{name}", steps=steps, batch_size=args.batch_size, lr=2e-4, betas=(0.5, 0.999),
                       seed=args.seed, extra={"epochs": epochs, "generator": g_cfg, "discriminator": d_cfg, "loss": "non-saturating BCE"})
     G, D = build("dcgan-g", **g_cfg).train(), build("dcgan-d", **d_cfg).train()
@@ -221,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.pretrain", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("job", choices=["teacher", "gan", "evaluator", "all"], help="what to (re)train")
-    p.add_argument("name", nargs="?", help="teacher: edm | ddpm-huber | ddpm-mse; gan: weak | strong; "
+    p.add_argument("name", nargs="?", help="teacher: edm | ddpm-huber | ddpm-mse; gan: weak | strong | wide; "
                                            f"evaluator: {' | '.join(feature_spaces.FEATURE_SPACES)} (default: all)")
     p.add_argument("--kimg", type=float, default=None, help=f"teacher training length in thousands of images (default {TEACHER_KIMG})")
-    p.add_argument("--epochs", type=int, default=None, help="GAN / evaluator epochs (default: weak 3, strong 10, evaluator 4)")
+    p.add_argument("--epochs", type=int, default=None, help="GAN / evaluator epochs (default: weak 3, strong 10, wide 3, evaluator 4)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="teacher learning rate (Adam, linear warm-up)")
     p.add_argument("--ema-halflife-kimg", type=float, default=10.0, help="teacher EMA half-life")

@@ -22,7 +22,7 @@ def _run(args, tmp_path):
                           "--eval-n", "0", "--batch-size", "16"])
 
 
-@pytest.mark.parametrize("job", [["teacher", "edm"], ["teacher", "ddpm-huber"], ["gan", "weak"], ["evaluator"]])
+@pytest.mark.parametrize("job", [["teacher", "edm"], ["teacher", "ddpm-huber"], ["gan", "weak"], ["gan", "wide"], ["evaluator"]])
 def test_each_job_trains_and_writes_a_loadable_asset(job, tmp_path):
     _run(job + ["--max-steps", "3"], tmp_path)
     manifest = assets.read_manifest(tmp_path / "assets")
@@ -38,6 +38,9 @@ def test_each_job_trains_and_writes_a_loadable_asset(job, tmp_path):
     else:
         net, _ = assets.load_network(name, tmp_path / "assets")
         assert sum(p.numel() for p in net.parameters()) == entry["parameter_count"]
+    if job[0] == "gan":  # the preset's width is the network's (the wide GAN: twice the weak one's channels)
+        width = pretrain.GAN_PRESETS[job[1]]["width"]
+        assert entry["config"]["extra"]["generator"]["width"] == width and net.width == width
     if job[0] == "evaluator":
         bank = assets.load_feature_bank(tmp_path / "assets")
         assert bank["features"].shape == (10_000, 128) and bank["labels"].shape == (10_000,)
