@@ -63,8 +63,9 @@ def main(argv=None) -> None:
                    help="grid studies: only train the cells' run directories, with no storage (e.g. on a lent GPU "
                         "machine); the same command without this flag later records them as trials without training")
     p.add_argument("--only", action="append", default=[], metavar="VALUE",
-                   help="grid studies: only the cells with this axis value (repeatable); a later call with other values "
-                        "adds their cells to the same study, and its table shows the values run so far")
+                   help="grid studies: only the cells with this axis value (repeatable): only they are queued, recorded and "
+                        "trained, while other values' cells queued by earlier calls stay queued; a later call with "
+                        "other values adds their cells to the same study, and its table shows the values run so far")
     p.add_argument("--pruner", choices=PRUNERS, default=None,
                    help="override the spec's pruner (grid ablations default to none, searches to median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: default; 1 with several workers)")
@@ -130,7 +131,7 @@ def main(argv=None) -> None:
             requeued = requeue_lost_cells(study, spec, seeds)
             if requeued:
                 print(f"[study {spec.name}] re-enqueued {requeued} cell(s) whose trial failed", flush=True)
-            recorded = record_finished_cells(study, spec, budget, seeds, out)
+            recorded = record_finished_cells(study, spec, budget, seeds, out, tuple(args.only))
             if recorded:
                 print(f"[study {spec.name}] recorded {recorded} cell(s) whose run directory had already finished",
                       flush=True)
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: {err}") from None
         wargs = WorkerArgs(name=spec.name, budget=budget, seeds=seeds, url=url, out=str(out), trials=trials,
                            heartbeat=args.heartbeat, grace=args.grace, threads=threads, pruner=args.pruner,
-                           spec_root=os.environ.get(SPEC_ROOT_ENV))
+                           spec_root=os.environ.get(SPEC_ROOT_ENV), only=tuple(args.only))
         print(f"[study {spec.name}] budget={budget} storage={url} workers={args.workers}", flush=True)
         if args.workers == 1:
             worker(wargs, 0)

@@ -353,6 +353,30 @@ class WorkerArgs:
     threads: int  # torch threads per trial (0: torch's default)
     pruner: str | None  # --pruner, when it overrides the spec's
     spec_root: str | None  # $HARNESS_SPECS of the coordinator, for a worker started without it
+    only: tuple[str, ...] = ()  # --only: train just the waiting cells with one of these axis values
+
+
+def in_selection(spec: StudySpec, cell: dict | None, only: tuple[str, ...]) -> bool:
+    """Whether a grid cell is one of ``--only``'s (every cell when ``only`` is empty)."""
+    return cell is not None and (not only or any(cell.get(a.name) in only for a in spec.axes if a.kind == "categorical"))
+
+
+def _pop_selected_waiting_trial(study, spec: StudySpec, only: tuple[str, ...]) -> int | None:
+    """Optuna's own pop (the first waiting trial a process can move to RUNNING), restricted to ``--only``'s cells:
+    a study built value by value holds other values' cells queued by earlier calls, and ``--only X`` must not
+    train them."""
+    import optuna
+    from optuna.trial import TrialState
+
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if not in_selection(spec, trial_cell(frozen), only):
+            continue
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return frozen._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by another process
+            continue
+    return None
 
 
 def worker(args: WorkerArgs, worker_id: int) -> None:
@@ -370,6 +394,13 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                               sampler=make_sampler(spec, seed=worker_id), pruner=make_pruner(spec))
     out_path = Path(args.out)
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if args.only:
+        # Study.ask() pops the first waiting trial of any cell; Optuna has no public hook to choose, so this study
+        # object's pop is replaced (checked to exist, so an Optuna that renames it fails loudly, not silently).
+        if not callable(getattr(study, "_pop_waiting_trial_id", None)):
+            raise SystemExit(f"error: this Optuna ({optuna.__version__}) has no Study._pop_waiting_trial_id; "
+                             f"--only cannot restrict which queued cells the workers train")
+        study._pop_waiting_trial_id = lambda: _pop_selected_waiting_trial(study, spec, args.only)
 
     failures: dict[int, str] = {}  # trial number -> one-line reason, for the worker's message
     started: list[int] = []  # the number of the trial this worker's current optimize() call started
@@ -408,6 +439,8 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                 continue
             finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
             bar.update(completed=len(finished))
+            if args.only:  # other values' cells, queued by earlier calls, are neither trained nor waited for here
+                trials_now = [t for t in trials_now if in_selection(spec, trial_cell(t), args.only)]
             if not _next_trial_available(spec, args.trials, trials_now):
                 if not any(t.state == TrialState.RUNNING for t in trials_now):
                     return
@@ -500,10 +533,11 @@ def requeue_lost_cells(study, spec: StudySpec, seeds: int, max_failures: int = 3
     return count
 
 
-def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: Path) -> int:
+def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: Path, only: tuple[str, ...] = ()) -> int:
     """Record every waiting grid cell whose run directory has already finished (trained by ``--run-cells``, here or
     on another machine), before any worker trains: workers pop waiting trials in order, so a finished cell queued
-    behind untrained ones would otherwise wait hours to be recorded. Returns the number recorded."""
+    behind untrained ones would otherwise wait hours to be recorded. With ``only``, just those values' cells.
+    Returns the number recorded."""
     import optuna
     from optuna.trial import TrialState
 
@@ -512,7 +546,7 @@ def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: 
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         cell = trial_cell(frozen)
-        if cell is None or not run_finished(out / "runs" / cell_key(cell)):
+        if not in_selection(spec, cell, only) or not run_finished(out / "runs" / cell_key(cell)):
             continue
         # Claim it the way ask() pops a waiting trial: only one process can move it from WAITING to RUNNING.
         if not study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
@@ -522,6 +556,9 @@ def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: 
             value = run_trial(trial, spec, budget, seeds, out, threads=0)  # finished: nothing is trained
         except optuna.TrialPruned:  # a diverged or pruned run, recorded as such
             study.tell(trial, state=TrialState.PRUNED)
+        except BaseException:  # not left RUNNING until it goes stale: failed now, re-enqueued by the next call
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         else:
             study.tell(trial, value)
         count += 1

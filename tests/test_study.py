@@ -189,6 +189,22 @@ def test_only_builds_a_grid_study_value_by_value(toy_specs, tmp_path):
     assert variants.n_seeds.to_dict() == {"toy_lr=0.001": 2, "toy_lr=0.0001": 1}
 
 
+def test_only_trains_its_own_cells_and_leaves_other_queued_cells_waiting(toy_specs, tmp_path):
+    """A study built value by value can hold another value's cells still queued (an earlier --only call that was
+    stopped); a later --only call records and trains its own cells and none of those."""
+    toy_specs(rounds=4, eval_every=2)
+    res = tmp_path / "res"
+    spec, out = load_study("toy_study"), res / "toy_study-smoke"
+    study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "0.003", "--seeds", "1", "--results-dir", str(res)])
+    # queued first, as the stopped earlier call left them: 0.001 (untrained) and 0.003 (trained, not recorded)
+    study_workers.create_or_load(spec, "smoke", 1, f"sqlite:///{out / 'study.db'}", 60, 600, None, ("0.001", "0.003"))
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--results-dir", str(res)])
+    states = {study_spec.cell_key(t.system_attrs["fixed_params"]): t.state for t in _trials(out / "study.db")}
+    assert states == {"toy_lr=0.001_seed0": TrialState.WAITING, "toy_lr=0.003_seed0": TrialState.WAITING,
+                      "toy_lr=0.0001_seed0": TrialState.COMPLETE}
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["toy_lr=0.0001_seed0", "toy_lr=0.003_seed0"]
+
+
 def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_specs, tmp_path):
     toy_specs()
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--threads", "1"])
