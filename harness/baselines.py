@@ -35,7 +35,7 @@ SEED000_ROWS = [  # the student report's own numbers, kept only as labelled refe
     {"entry": "pretrained generator", "published_precision": 0.60, "published_recall": 0.48, "published_kid_inception": 0.099935},
     {"entry": "real data (theoretical)", "published_precision": 1.0, "published_recall": 1.0, "published_kid_inception": 0.0},
 ]
-MODELS = ("real-test", "teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong")
+MODELS = ("real-test", "teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong", "gan-wide")
 INFO_COLUMNS = ["model", "entry", "source", "n_samples", "nfe", "ms_per_image", "sampler"]
 
 

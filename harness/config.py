@@ -82,7 +82,7 @@ class DIConfig:
     """Score teacher D_p: ``edm``, ``ddpm-huber`` (seed 000's), ``ddpm-mse``, or ``toy-gmm`` (analytic)."""
     generator: str = "onestep"
     """``onestep`` = copy of the teacher called as G(init_sigma * z, init_sigma) (the paper's main setting);
-    ``gan-weak`` / ``gan-strong`` = shipped DCGAN, x0 = G(z), z ~ N(0, I_128) (our GAN adaptation);
+    ``gan-weak`` / ``gan-strong`` / ``gan-wide`` = shipped DCGAN, x0 = G(z), z ~ N(0, I_128) (our GAN adaptation);
     ``toy-mlp`` for the exact-score toy."""
     rounds: int = 200
     batch_size: int = 128

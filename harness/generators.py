@@ -1,7 +1,8 @@
 """The generators G a DI run can name (``DIConfig.generator``): x0 = G(z), z ~ N(0, I) of the entry's latent shape.
 
 - ``onestep``: the paper's setting, a copy of the teacher's denoiser called once at ``init_sigma``.
-- ``gan-weak`` / ``gan-strong``: the shipped DCGANs, z ~ N(0, I_128) (our GAN adaptation; seed 000 used a weak one).
+- ``gan-weak`` / ``gan-strong`` / ``gan-wide``: the shipped DCGANs, z ~ N(0, I_128) (our GAN adaptation; seed 000
+  used a weak one): 3 epochs, 10 epochs, and 3 epochs at twice the width (capacity, not training length).
 - ``toy-mlp``: the exact-score toy's MLP generator (harness.toy).
 """
 
@@ -58,5 +59,6 @@ GENERATORS = {
     "onestep": NamedGenerator(_one_step),
     "gan-weak": _shipped_gan("gan-weak"),
     "gan-strong": _shipped_gan("gan-strong"),
+    "gan-wide": _shipped_gan("gan-wide"),
     "toy-mlp": NamedGenerator(_toy_mlp),
 }

@@ -6,7 +6,7 @@ import torch
 from harness import assets
 from harness.teachers import default_sampler_kwargs
 
-SHIPPED = ["teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong", "evaluator", "feature-bank"]
+SHIPPED = ["teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong", "gan-wide", "evaluator", "feature-bank"]
 
 
 def test_every_asset_is_shipped_with_a_full_manifest_entry():
@@ -43,7 +43,7 @@ def test_teachers_load_and_sample(name):
         assert teacher.loss_type == name.split("-")[1] and teacher.num_steps == 2000
 
 
-@pytest.mark.parametrize("name", ["gan-weak", "gan-strong"])
+@pytest.mark.parametrize("name", ["gan-weak", "gan-strong", "gan-wide"])
 def test_gans_load_and_generate(name):
     g, cfg = assets.load_network(name)
     x = g(torch.randn(4, cfg["net"]["latent_dim"]))
