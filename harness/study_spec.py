@@ -196,7 +196,13 @@ def select_cells(spec: StudySpec, seeds: int, only: tuple[str, ...] = ()) -> lis
     unknown = [v for v in only if not any(v in a.values for a in spec.axes if a.kind == "categorical")]
     if unknown:
         raise SpecError(f"study {spec.name}: --only {', '.join(unknown)}: not a value of any of its axes")
-    return [c for c in grid_cells(spec, seeds) if not only or any(c[a.name] in only for a in spec.axes)]
+    return [c for c in grid_cells(spec, seeds) if cell_selected(spec, c, only)]
+
+
+def cell_selected(spec: StudySpec, cell: dict[str, Any] | None, only: tuple[str, ...]) -> bool:
+    """Whether a grid cell (None: a trial still choosing its params) has one of the axis values in ``only``
+    (every cell when ``only`` is empty)."""
+    return cell is not None and (not only or any(cell.get(a.name) in only for a in spec.axes))
 
 
 def cell_key(params: dict[str, Any]) -> str:

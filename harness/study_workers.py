@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .study_spec import (SPEC_ROOT_ENV, SpecError, StudySpec, build_config, cell_key, grid_cells, load_study,
-                         objective_key, objective_name, select_cells, variant_label)
+from .study_spec import (SPEC_ROOT_ENV, SpecError, StudySpec, build_config, cell_key, cell_selected, grid_cells,
+                         load_study, objective_key, objective_name, select_cells, variant_label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,27 +356,27 @@ class WorkerArgs:
     only: tuple[str, ...] = ()  # --only: train just the waiting cells with one of these axis values
 
 
-def in_selection(spec: StudySpec, cell: dict | None, only: tuple[str, ...]) -> bool:
-    """Whether a grid cell is one of ``--only``'s (every cell when ``only`` is empty)."""
-    return cell is not None and (not only or any(cell.get(a.name) in only for a in spec.axes if a.kind == "categorical"))
-
-
 def _pop_selected_waiting_trial(study, spec: StudySpec, only: tuple[str, ...]) -> int | None:
     """Optuna's own pop (the first waiting trial a process can move to RUNNING), restricted to ``--only``'s cells:
     a study built value by value holds other values' cells queued by earlier calls, and ``--only X`` must not
     train them."""
-    import optuna
     from optuna.trial import TrialState
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if not in_selection(spec, trial_cell(frozen), only):
-            continue
-        try:
-            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return frozen._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by another process
-            continue
+        if cell_selected(spec, trial_cell(frozen), only) and _claim(study, frozen):
+            return frozen._trial_id
     return None
+
+
+def _claim(study, frozen) -> bool:
+    """Move a waiting trial to RUNNING as ask() does: only one process can, and one finished meanwhile is not taken."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        return study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def worker(args: WorkerArgs, worker_id: int) -> None:
@@ -440,7 +440,7 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
             finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
             bar.update(completed=len(finished))
             if args.only:  # other values' cells, queued by earlier calls, are neither trained nor waited for here
-                trials_now = [t for t in trials_now if in_selection(spec, trial_cell(t), args.only)]
+                trials_now = [t for t in trials_now if cell_selected(spec, trial_cell(t), args.only)]
             if not _next_trial_available(spec, args.trials, trials_now):
                 if not any(t.state == TrialState.RUNNING for t in trials_now):
                     return
@@ -546,10 +546,9 @@ def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: 
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         cell = trial_cell(frozen)
-        if not in_selection(spec, cell, only) or not run_finished(out / "runs" / cell_key(cell)):
+        if not cell_selected(spec, cell, only) or not run_finished(out / "runs" / cell_key(cell)):
             continue
-        # Claim it the way ask() pops a waiting trial: only one process can move it from WAITING to RUNNING.
-        if not study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+        if not _claim(study, frozen):
             continue
         trial = optuna.Trial(study, frozen._trial_id)
         try:
