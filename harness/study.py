@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     p.add_argument("name", help="study name (a file studies/NAME.toml)")
     p.add_argument("--budget", choices=BUDGETS, default=None, help="smoke (a plumbing check, minutes), cpu (hours on 2 cores), gpu; default gpu if CUDA else cpu")
     p.add_argument("--trials", type=int, default=None, help="TPE studies: number of trials (default from the budget)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default: an existing study's own, else the budget's)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per grid cell (default: an existing study's own, else the budget's); more than an "
+                        "existing study holds grows it, fewer records and trains only those seeds' cells")
     p.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///DIR/NAME/study.db)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--results-dir", default="results")
@@ -125,13 +126,15 @@ def main(argv=None) -> None:
     if not args.report:
         try:
             study = create_or_load(spec, budget, args.seeds, url, args.heartbeat, args.grace, trials, tuple(args.only))
-            seeds = int(study.user_attrs["seeds"])  # the seed choices the study was created with
+            seeds = int(study.user_attrs["seeds"])  # the most seeds any call asked for
+            # a call asking for fewer seeds than an earlier one queued records and trains only its own
+            only_seeds = args.seeds if args.seeds and args.seeds < seeds else None
             # Only here (one process, before workers start) and in an interrupted worker: never two at once.
             finished_before = count_finished(study)
             requeued = requeue_lost_cells(study, spec, seeds)
             if requeued:
                 print(f"[study {spec.name}] re-enqueued {requeued} cell(s) whose trial failed", flush=True)
-            recorded = record_finished_cells(study, spec, budget, seeds, out, tuple(args.only))
+            recorded = record_finished_cells(study, spec, budget, seeds, out, tuple(args.only), only_seeds)
             if recorded:
                 print(f"[study {spec.name}] recorded {recorded} cell(s) whose run directory had already finished",
                       flush=True)
@@ -139,7 +142,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: {err}") from None
         wargs = WorkerArgs(name=spec.name, budget=budget, seeds=seeds, url=url, out=str(out), trials=trials,
                            heartbeat=args.heartbeat, grace=args.grace, threads=threads, pruner=args.pruner,
-                           spec_root=os.environ.get(SPEC_ROOT_ENV), only=tuple(args.only))
+                           spec_root=os.environ.get(SPEC_ROOT_ENV), only=tuple(args.only), only_seeds=only_seeds)
         print(f"[study {spec.name}] budget={budget} storage={url} workers={args.workers}", flush=True)
         if args.workers == 1:
             worker(wargs, 0)

@@ -199,10 +199,11 @@ def select_cells(spec: StudySpec, seeds: int, only: tuple[str, ...] = ()) -> lis
     return [c for c in grid_cells(spec, seeds) if cell_selected(spec, c, only)]
 
 
-def cell_selected(spec: StudySpec, cell: dict[str, Any] | None, only: tuple[str, ...]) -> bool:
+def cell_selected(spec: StudySpec, cell: dict[str, Any] | None, only: tuple[str, ...], seeds: int | None = None) -> bool:
     """Whether a grid cell (None: a trial still choosing its params) has one of the axis values in ``only``
-    (every cell when ``only`` is empty)."""
-    return cell is not None and (not only or any(cell.get(a.name) in only for a in spec.axes))
+    (every cell when ``only`` is empty) and, with ``seeds``, a seed below it."""
+    return (cell is not None and (not only or any(cell.get(a.name) in only for a in spec.axes))
+            and (seeds is None or cell["seed"] < seeds))
 
 
 def cell_key(params: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .study_growth import grow_study, grown_params, restore_interrupted_growth, stored_choices, widened_choices
 from .study_spec import (SPEC_ROOT_ENV, SpecError, StudySpec, build_config, cell_key, cell_selected, grid_cells,
                          load_study, objective_key, objective_name, select_cells, variant_label)
 
@@ -135,10 +136,15 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, he
     """Create the study once, or load it and check it is the same study. Grid studies: enqueue every cell (or, with
     ``only``, the cells of those axis values) that the study does not hold yet, so a later call can add values
     to a study started on a few of them. ``seeds`` per cell: None for the stored number (a new study: the budget's);
-    the study's ``seeds`` attribute is then the seed choices every trial suggests from."""
+    the study's ``seeds`` attribute is the largest asked for so far. A spec axis that gained values, or more seeds
+    than the study held, grows the stored study's value space (study_growth); the ``choices`` attribute then holds
+    every categorical parameter's choices, which every trial suggests from."""
     import optuna
 
     storage = make_storage(url, heartbeat, grace)
+    if restore_interrupted_growth(storage, spec.name):
+        print(f"[study {spec.name}] an interrupted growth of the study's value space was undone (its backup restored)",
+              flush=True)
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
                                 sampler=make_sampler(spec), pruner=make_pruner(spec))
     attrs = study.user_attrs
@@ -150,22 +156,21 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, he
     if spec.sampler != "grid" and only:
         raise SpecError(f"study {spec.name}: --only selects grid cells, and this study is a {spec.sampler} search")
     existed = "cells" in attrs
+    held_seeds = int(attrs.get("seeds", 0))
     if seeds is None:
-        seeds = int(attrs["seeds"]) if existed else int(spec.budgets[budget].get("seeds", 1))
-    if existed and spec.sampler == "grid" and seeds > attrs.get("seeds", seeds):
-        # the seed is a categorical parameter whose choices Optuna fixes with the study's first trial
-        raise SpecError(f"storage {url} holds a {spec.name} study with at most {attrs['seeds']} seeds per cell; "
-                        f"ask for --seeds {attrs['seeds']} or fewer, or use another --results-dir")
-    if spec.sampler == "grid":
+        seeds = held_seeds if existed else int(spec.budgets[budget].get("seeds", 1))
+    study = _grow_value_space(study, spec, max(seeds, held_seeds))
+    if spec.sampler == "grid":  # this call's cells: its own seeds, however many earlier calls queued
         held = {cell_key(p) for p in (trial_cell(t) for t in study.get_trials(deepcopy=False)) if p}
         new = [c for c in select_cells(spec, seeds, only) if cell_key(c) not in held]
         for cell in new:
             study.enqueue_trial(cell, skip_if_exists=True)
         study.set_user_attr("cells", len(held) + len(new))
         study.set_user_attr("trials", len(held) + len(new))
+    if seeds > held_seeds:
+        study.set_user_attr("seeds", seeds)
     if not existed:
         study.set_user_attr("budget", budget)
-        study.set_user_attr("seeds", seeds)
         if spec.sampler != "grid":
             study.set_user_attr("cells", 0)
             study.set_user_attr("trials", trials)
@@ -174,6 +179,31 @@ def create_or_load(spec: StudySpec, budget: str, seeds: int | None, url: str, he
         study.set_user_attr("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         study.set_user_attr("objective", objective_key(spec))
         annotate_for_dashboard(study, spec, budget)
+    return study
+
+
+def _grow_value_space(study, spec: StudySpec, seeds: int):
+    """Widen the stored categorical choices to the spec's axis values (and, grid studies, ``seeds`` seeds), rebuilding
+    the study if a stored choice list must grow; store the choices as the ``choices`` attribute. Returns the study."""
+    from optuna.storages import fail_stale_trials
+
+    wanted = {a.name: list(a.values) for a in spec.axes if a.kind == "categorical"}
+    if spec.sampler == "grid":
+        wanted["seed"] = list(range(seeds))
+    stored = stored_choices(study.get_trials(deepcopy=False))
+    widened = widened_choices(stored, wanted)
+    grown = grown_params(stored, widened)
+    if grown:
+        fail_stale_trials(study)  # a trial left running by a killed call would block the rebuild
+        what = "; ".join(f"{name} gains {', '.join(map(str, values))}" for name, values in grown.items())
+        print(f"[study {spec.name}] the study's value space grows ({what}): its trials are rebuilt with the wider "
+              f"choices", flush=True)
+        try:
+            study = grow_study(study, widened, sampler=make_sampler(spec), pruner=make_pruner(spec))
+        except RuntimeError as err:
+            raise SpecError(str(err)) from None
+    if study.user_attrs.get("choices") != {k: list(v) for k, v in widened.items()}:
+        study.set_user_attr("choices", {k: list(v) for k, v in widened.items()})
     return study
 
 
@@ -223,14 +253,17 @@ def run_trial(trial, spec: StudySpec, budget: str, seeds: int, out: Path, thread
 
     from .loop import train
 
+    # The study's stored choices, not the spec's values: Optuna refuses a choice list that differs from the stored
+    # one, and a study grown by a later call (study_growth) keeps its older values first.
+    choices = trial.study.user_attrs.get("choices", {})
     params = {}
     for axis in spec.axes:
         if axis.kind == "categorical":
-            params[axis.name] = trial.suggest_categorical(axis.name, list(axis.values))
+            params[axis.name] = trial.suggest_categorical(axis.name, choices.get(axis.name, list(axis.values)))
         else:
             params[axis.name] = trial.suggest_float(axis.name, axis.low, axis.high, log=axis.log)
-    if spec.sampler == "grid":
-        params["seed"] = trial.suggest_categorical("seed", list(range(seeds)))  # fixed by the enqueued cell
+    if spec.sampler == "grid":  # fixed by the enqueued cell
+        params["seed"] = trial.suggest_categorical("seed", choices.get("seed", list(range(seeds))))
     else:
         # Not a search dimension: TPE would learn which seed's evaluation draw happens to score the starting
         # generator best (seen in lr_sweep: seeds start 108.5-111.6 KID) and chase that noise. Round-robin instead.
@@ -354,16 +387,17 @@ class WorkerArgs:
     pruner: str | None  # --pruner, when it overrides the spec's
     spec_root: str | None  # $HARNESS_SPECS of the coordinator, for a worker started without it
     only: tuple[str, ...] = ()  # --only: train just the waiting cells with one of these axis values
+    only_seeds: int | None = None  # --seeds K below the study's count: train just the waiting cells of seeds < K
 
 
-def _pop_selected_waiting_trial(study, spec: StudySpec, only: tuple[str, ...]) -> int | None:
-    """Optuna's own pop (the first waiting trial a process can move to RUNNING), restricted to ``--only``'s cells:
-    a study built value by value holds other values' cells queued by earlier calls, and ``--only X`` must not
-    train them."""
+def _pop_selected_waiting_trial(study, spec: StudySpec, only: tuple[str, ...], seeds: int | None) -> int | None:
+    """Optuna's own pop (the first waiting trial a process can move to RUNNING), restricted to the call's cells
+    (``--only``'s values, ``--seeds``' seeds): a study built value by value holds cells queued by earlier calls,
+    other values' or more seeds', and ``--only X --seeds 3`` must not train them."""
     from optuna.trial import TrialState
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if cell_selected(spec, trial_cell(frozen), only) and _claim(study, frozen):
+        if cell_selected(spec, trial_cell(frozen), only, seeds) and _claim(study, frozen):
             return frozen._trial_id
     return None
 
@@ -394,13 +428,13 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                               sampler=make_sampler(spec, seed=worker_id), pruner=make_pruner(spec))
     out_path = Path(args.out)
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    if args.only:
+    if args.only or args.only_seeds:
         # Study.ask() pops the first waiting trial of any cell; Optuna has no public hook to choose, so this study
         # object's pop is replaced (checked to exist, so an Optuna that renames it fails loudly, not silently).
         if not callable(getattr(study, "_pop_waiting_trial_id", None)):
             raise SystemExit(f"error: this Optuna ({optuna.__version__}) has no Study._pop_waiting_trial_id; "
                              f"--only cannot restrict which queued cells the workers train")
-        study._pop_waiting_trial_id = lambda: _pop_selected_waiting_trial(study, spec, args.only)
+        study._pop_waiting_trial_id = lambda: _pop_selected_waiting_trial(study, spec, args.only, args.only_seeds)
 
     failures: dict[int, str] = {}  # trial number -> one-line reason, for the worker's message
     started: list[int] = []  # the number of the trial this worker's current optimize() call started
@@ -439,8 +473,8 @@ def worker(args: WorkerArgs, worker_id: int) -> None:
                 continue
             finished = [t for t in trials_now if t.state in done_states and not t.user_attrs.get("surplus")]
             bar.update(completed=len(finished))
-            if args.only:  # other values' cells, queued by earlier calls, are neither trained nor waited for here
-                trials_now = [t for t in trials_now if cell_selected(spec, trial_cell(t), args.only)]
+            if args.only or args.only_seeds:  # cells queued by earlier calls are neither trained nor waited for here
+                trials_now = [t for t in trials_now if cell_selected(spec, trial_cell(t), args.only, args.only_seeds)]
             if not _next_trial_available(spec, args.trials, trials_now):
                 if not any(t.state == TrialState.RUNNING for t in trials_now):
                     return
@@ -533,10 +567,12 @@ def requeue_lost_cells(study, spec: StudySpec, seeds: int, max_failures: int = 3
     return count
 
 
-def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: Path, only: tuple[str, ...] = ()) -> int:
+def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: Path, only: tuple[str, ...] = (),
+                          only_seeds: int | None = None) -> int:
     """Record every waiting grid cell whose run directory has already finished (trained by ``--run-cells``, here or
     on another machine), before any worker trains: workers pop waiting trials in order, so a finished cell queued
-    behind untrained ones would otherwise wait hours to be recorded. With ``only``, just those values' cells.
+    behind untrained ones would otherwise wait hours to be recorded. With ``only`` (``only_seeds``), just those
+    values' cells (those seeds').
     Returns the number recorded."""
     import optuna
     from optuna.trial import TrialState
@@ -546,7 +582,7 @@ def record_finished_cells(study, spec: StudySpec, budget: str, seeds: int, out: 
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         cell = trial_cell(frozen)
-        if not cell_selected(spec, cell, only) or not run_finished(out / "runs" / cell_key(cell)):
+        if not cell_selected(spec, cell, only, only_seeds) or not run_finished(out / "runs" / cell_key(cell)):
             continue
         if not _claim(study, frozen):
             continue
@@ -610,6 +646,10 @@ def run_cells(spec: StudySpec, budget: str, seeds: int, out: Path, workers: int,
         for i, line in enumerate(pool.imap_unordered(_run_cell, jobs)):
             print(f"[study {spec.name}] {line}", flush=True)
             bar.update(completed=i + 1)
+        # Every result is in: let the workers exit on their own. The context manager's terminate() would SIGTERM a
+        # worker that may not have released the result queue's lock yet (the result is read before it does).
+        pool.close()
+        pool.join()
     return sum(not run_finished(out / "runs" / cell_key(c)) for c in cells)
 
 
@@ -620,19 +660,26 @@ def run_finished(run_dir: Path) -> bool:
     return finished_summary(run_dir) is not None
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGTERM this worker when the coordinator dies, even by SIGKILL, so no orphan keeps
-    computing unseen. SIGTERM checkpoints a running trial, which re-runs when the same command is run again."""
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """SIGTERM this worker within ``poll_s`` of the coordinator's death (even by SIGKILL), so no orphan keeps
+    computing unseen; SIGTERM checkpoints a running trial, which re-runs when the same command is run again.
+
+    A watchdog thread polls the parent pid rather than Linux's PR_SET_PDEATHSIG, which fires when the *thread* that
+    forked the worker exits: a pool's replacement workers are forked by its handler thread, which exits when the
+    pool shuts down, so the kernel killed workers that could still hold the pool's result-queue lock, and the
+    coordinator then waited on that lock forever (seen: `--run-cells` hanging after its last cell)."""
     import signal
+    import threading
 
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc: an orphaned worker finishes the study on its own
-        return
-    if os.getppid() != parent_pid:  # the coordinator died before the request was in place
+    if os.getppid() != parent_pid:  # the coordinator died before this worker started
         raise SystemExit(130)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _child_worker(parent_pid: int, args: WorkerArgs, worker_id: int) -> None:

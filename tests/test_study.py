@@ -167,7 +167,7 @@ def test_run_cells_trains_without_storage_and_the_study_records_them_without_tra
 
 def test_only_builds_a_grid_study_value_by_value(toy_specs, tmp_path):
     """--only without --run-cells: the study holds (and its table shows) only the chosen values' cells; a later call
-    adds other values to the same storage, with fewer seeds if asked; the seed count is capped by the first call."""
+    adds other values to the same storage, with fewer seeds if asked."""
     toy_specs(rounds=4, eval_every=2)
     res = str(tmp_path / "res")
     out = tmp_path / "res" / "toy_study-smoke"
@@ -177,8 +177,6 @@ def test_only_builds_a_grid_study_value_by_value(toy_specs, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     variants = pd.read_csv(out / "table.csv").query("source == 'measured (this study)'")
     assert list(variants.variant) == ["toy_lr=0.001"] and (variants.n_seeds == 2).all()
-    with pytest.raises(SystemExit, match="at most 2 seeds per cell"):
-        study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "3", "--results-dir", res])
     with pytest.raises(SystemExit, match="--only 9: not a value"):
         study_mod.main(["toy_study", "--budget", "smoke", "--only", "9", "--results-dir", res])
     study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "1", "--results-dir", res])
@@ -203,6 +201,59 @@ def test_only_trains_its_own_cells_and_leaves_other_queued_cells_waiting(toy_spe
     assert states == {"toy_lr=0.001_seed0": TrialState.WAITING, "toy_lr=0.003_seed0": TrialState.WAITING,
                       "toy_lr=0.0001_seed0": TrialState.COMPLETE}
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["toy_lr=0.0001_seed0", "toy_lr=0.003_seed0"]
+
+
+def test_widened_choices_keep_the_stored_order_and_append_new_values():
+    from harness.study_growth import grown_params, widened_choices
+
+    stored = {"fix": ("a", "b", "dropped"), "seed": (0, 1)}
+    widened = widened_choices(stored, {"fix": ["new", "a", "b"], "seed": [0, 1, 2], "other": ["x"]})
+    assert widened == {"fix": ("a", "b", "dropped", "new"), "seed": (0, 1, 2), "other": ("x",)}
+    assert grown_params(stored, widened) == {"fix": ("new",), "seed": (2,)}
+    assert grown_params(stored, widened_choices(stored, {"fix": ["b", "a"], "seed": [0]})) == {}
+
+
+def test_a_grid_study_grows_when_its_axis_gains_a_value_or_more_seeds(toy_specs, tmp_path):
+    """Optuna refuses a categorical choice list that differs from the stored one, so a value added to a study's axis
+    (or more seeds) used to fail every later trial. The study is rebuilt with the wider choices: its finished
+    trials keep their values, curves, attributes and times, and the new cells train. A call asking for fewer
+    seeds than are queued trains only its own; a growth killed part-way is undone by the next call."""
+    root = toy_specs(rounds=4, eval_every=2)
+    axis_file = root / "ablations" / "toy_lr.toml"
+    axis_file.write_text(TOY_AXIS.replace("values = [1e-3, 3e-3, 1e-4]", "values = [1e-3, 3e-3]"))
+    res = tmp_path / "res"
+    out, url = res / "toy_study-smoke", f"sqlite:///{res / 'toy_study-smoke' / 'study.db'}"
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.001", "--seeds", "1", "--results-dir", str(res)])
+    (before,) = _trials(out / "study.db")
+    axis_file.write_text(TOY_AXIS)  # the axis gains 1e-4
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--seeds", "2", "--results-dir", str(res)])
+    trials = {study_spec.cell_key(t.params): t for t in _trials(out / "study.db")}
+    assert sorted(trials) == ["toy_lr=0.0001_seed0", "toy_lr=0.0001_seed1", "toy_lr=0.001_seed0"]
+    assert all(t.state == TrialState.COMPLETE for t in trials.values())
+    after = trials["toy_lr=0.001_seed0"]
+    assert (after.value, after.user_attrs, after.intermediate_values, after.datetime_start, after.datetime_complete) == (
+        before.value, before.user_attrs, before.intermediate_values, before.datetime_start, before.datetime_complete)
+    for t in trials.values():
+        assert t.distributions["toy_lr"].choices == before.distributions["toy_lr"].choices + ("0.0001",)
+        assert t.distributions["seed"].choices == (0, 1)
+    study = optuna.load_study(study_name="toy_study", storage=url)
+    assert study.user_attrs["seeds"] == 2 and study.user_attrs["choices"]["seed"] == [0, 1]
+    # --seeds 1 below the study's 2: the queued seed-1 cell of 0.003 is left waiting
+    study_workers.create_or_load(load_study("toy_study"), "smoke", 2, url, 60, 600, None, ("0.003",))
+    study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.003", "--seeds", "1", "--results-dir", str(res)])
+    states = {study_spec.cell_key(t.system_attrs.get("fixed_params") or t.params): t.state for t in _trials(out / "study.db")}
+    assert (states["toy_lr=0.003_seed0"], states["toy_lr=0.003_seed1"]) == (TrialState.COMPLETE, TrialState.WAITING)
+    # a growth killed after deleting the study: the next call restores the backup, then grows it
+    from harness.study_growth import BACKUP_SUFFIX
+
+    held = sorted((t.number, t.state, t.value) for t in _trials(out / "study.db"))
+    optuna.copy_study(from_study_name="toy_study", from_storage=url, to_storage=url,
+                      to_study_name="toy_study" + BACKUP_SUFFIX)
+    optuna.delete_study(study_name="toy_study", storage=url)
+    study = study_workers.create_or_load(load_study("toy_study"), "smoke", 3, url, 60, 600, None, ("0.003",))
+    assert sorted((t.number, t.state, t.value) for t in study.get_trials() if t.number < len(held)) == held
+    assert study.user_attrs["choices"]["seed"] == [0, 1, 2]
+    assert optuna.get_all_study_names(storage=url) == ["toy_study"]
 
 
 def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_specs, tmp_path):
@@ -416,6 +467,35 @@ def test_workers_do_not_outlive_a_killed_coordinator(toy_specs, tmp_path, mode):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive
+
+
+def _report_then_write(parent_pid: int, folder: str) -> None:
+    study_workers._exit_with_parent(parent_pid, poll_s=0.1)
+    (Path(folder) / "ready").write_text("")
+    time.sleep(2)
+    (Path(folder) / "alive").write_text("alive")
+
+
+def test_a_worker_outlives_the_thread_that_started_it(tmp_path):
+    """A pool's replacement workers are started by its handler thread, which exits at shutdown; a worker tied to
+    that thread's life (Linux's PR_SET_PDEATHSIG) was killed while it could hold the pool's result-queue lock, and
+    --run-cells then hung after its last cell. Only the coordinator process's death may stop a worker."""
+    import multiprocessing as mp
+    import threading
+
+    proc = mp.get_context("spawn").Process(target=_report_then_write, args=(os.getpid(), str(tmp_path)))
+
+    def start_and_wait_until_ready():
+        proc.start()
+        deadline = time.time() + 120
+        while not (tmp_path / "ready").exists() and time.time() < deadline:
+            time.sleep(0.05)
+
+    starter = threading.Thread(target=start_and_wait_until_ready)
+    starter.start()
+    starter.join()  # the thread that started the worker ends while the worker runs
+    proc.join(120)
+    assert (tmp_path / "ready").exists() and proc.exitcode == 0 and (tmp_path / "alive").read_text() == "alive"
 
 
 def _pg_bin():
