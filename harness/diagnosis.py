@@ -153,8 +153,8 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callab
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
     lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
-            ("change (vs the failing configuration)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
-    return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the failing configuration")
+            ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
+    return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
 
 
 def run_dirs(results_dir: Path, patterns: list[str]) -> list[Path]:
@@ -345,7 +345,9 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              "[95% interval].\n\n" + ("\n".join(md for md, _ in reproductions) or "*(none)*\n"),
              *(["## Controls\n\nRuns that test the answer rather than reproduce the failure, against their own "
                 "starting generator; mean [95% interval].\n\n" + "\n".join(md for md, _ in controls)] if controls else []),
-             "## Hypotheses: each change against the failing configuration\n\n"
+             "## Hypotheses: each change against its reference\n\n"
+             "A fix is measured against the failing configuration it starts from (`fix=as_is`, "
+             "`single_fix=as_reported`); a porting mistake against the faithful loop it is added to (`mistake=none`). "
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
              "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
              "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
