@@ -202,8 +202,9 @@ def _grow_value_space(study, spec: StudySpec, seeds: int):
             study = grow_study(study, widened, sampler=make_sampler(spec), pruner=make_pruner(spec))
         except RuntimeError as err:
             raise SpecError(str(err)) from None
-    if study.user_attrs.get("choices") != {k: list(v) for k, v in widened.items()}:
-        study.set_user_attr("choices", {k: list(v) for k, v in widened.items()})
+    choices = {k: list(v) for k, v in widened.items()}  # JSON lists, as the attribute reads back
+    if study.user_attrs.get("choices") != choices:
+        study.set_user_attr("choices", choices)
     return study
 
 
