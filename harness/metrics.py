@@ -30,7 +30,6 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torchmetrics.image.kid import KernelInceptionDistance
 
 __all__ = [
     "pairwise_distances",
@@ -223,6 +222,10 @@ def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000,
     size = int(min(subset_size, real.shape[0], fake.shape[0]))
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
+    # imported here, not at the top: torchmetrics takes seconds to import, and the runs that never score KID this
+    # way (the toy, the report, every spawned study worker until it scores) should not pay for it
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     with warnings.catch_warnings():  # "will save all extracted features in buffer": expected here
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(

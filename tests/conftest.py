@@ -56,7 +56,7 @@ def toy_smoke_results(tmp_path_factory):
     from harness import study as study_mod
     from tests.test_study import write_toy_specs
 
-    root = write_toy_specs(tmp_path_factory.mktemp("specs"), rounds=20, eval_every=10)
+    root = write_toy_specs(tmp_path_factory.mktemp("specs"), rounds=10, eval_every=5)
     res = tmp_path_factory.mktemp("res")
     mp = pytest.MonkeyPatch()
     mp.setenv("HARNESS_SPECS", str(root))
