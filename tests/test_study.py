@@ -506,20 +506,32 @@ def _pg_bin():
     return found[-1].parent if found else None
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.skipif(_pg_bin() is None, reason="PostgreSQL server binaries not installed (.ci/run installs them)")
 def test_postgres_storage_with_two_workers(toy_specs, tmp_path):
     pytest.importorskip("psycopg")
     toy_specs()
     import tempfile
 
-    bin_dir, port = _pg_bin(), 54329
+    bin_dir, port = _pg_bin(), _free_port()  # a fixed port fails whenever anything else holds it
     data = Path(tempfile.mkdtemp(prefix="harness-pg-"))  # outside pytest's root-only tmp tree
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # postgres refuses to run as root
     if as_postgres:
         shutil.chown(data, "postgres")
     subprocess.run(as_postgres + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "harness"], check=True, capture_output=True)
-    subprocess.run(as_postgres + [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-                                  "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)
+    started = subprocess.run(as_postgres + [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                                            "-l", str(data / "log"), "-w", "start"], capture_output=True)
+    if started.returncode:
+        log = (data / "log").read_text() if (data / "log").is_file() else ""
+        shutil.rmtree(data, ignore_errors=True)
+        pytest.fail(f"the PostgreSQL server did not start: {log[-600:]}")
     try:
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "harness", "studies"], check=True)
         url = f"postgresql://harness@127.0.0.1:{port}/studies"
