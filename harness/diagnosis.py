@@ -299,7 +299,17 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         raise ReportSpecError(f"figure kind must be one of {', '.join(FIGURE_KINDS)}, got {fig['kind']!r}")
     if not path.is_file():
         return f"*(figure {index}: no run data found for {source})*\n"
-    return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}\n"
+    seeds = "" if fig["kind"] == "samples" else " " + seeds_per_variant(records)  # a samples figure labels its one seed
+    return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}{seeds}\n"
+
+
+def seeds_per_variant(records) -> str:
+    """The seeds each variant of a figure has, counted from what was drawn: a count written into a caption by hand
+    goes stale as soon as a study grows."""
+    seeds: dict[str, set] = {}
+    for r in records:
+        seeds.setdefault(r.variant, set()).add(r.seed)
+    return "Seeds: " + ", ".join(f"{v} {len(s)}" for v, s in seeds.items()) + "."
 
 
 def _repo_relative(path: Path) -> str:
