@@ -299,8 +299,10 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         raise ReportSpecError(f"figure kind must be one of {', '.join(FIGURE_KINDS)}, got {fig['kind']!r}")
     if not path.is_file():
         return f"*(figure {index}: no run data found for {source})*\n"
-    seeds = "" if fig["kind"] == "samples" else " " + seeds_per_variant(records)  # a samples figure labels its one seed
-    return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {fig.get('caption', '')}{seeds}\n"
+    caption = fig.get("caption", "")
+    if fig["kind"] != "samples":  # a samples figure labels the one seed it shows
+        caption = f"{caption.rstrip('.')}. {seeds_per_variant(records)}" if caption else seeds_per_variant(records)
+    return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {caption}\n"
 
 
 def seeds_per_variant(records) -> str:

@@ -75,7 +75,7 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     assert f"{measured:.3g}" in md  # the answer carries the measured number
     assert (out.parent / "report" / "fig1-curves-base-runs.png").is_file()
     # each caption states the seeds its figure drew, per variant, counted from the runs (not written by hand)
-    assert "*Figure 2.* MMD² over kimg Seeds: toy_lr=0.001 2, toy_lr=0.003 2, toy_lr=0.0001 2." in md
+    assert "*Figure 2.* MMD² over kimg. Seeds: toy_lr=0.001 2, toy_lr=0.003 2, toy_lr=0.0001 2." in md
     for i, kind in enumerate(("curves", "samples", "diagnostics"), start=2):
         assert (out.parent / "report" / f"fig{i}-{kind}-toy_study-smoke.png").is_file()
     base = __import__("harness.report", fromlist=["aggregate"])
