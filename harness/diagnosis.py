@@ -255,13 +255,16 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     name = f"fig{index}-{fig['kind']}-{source}.png"
     path = out_dir / name
     frames = {"evals.csv": [], "rounds.csv": []}
+    drawn = []  # the records a curves or diagnostics figure draws: those with logs
     for r in records:
-        for f, acc in frames.items():
-            p = Path(str(r.run_dir or "")) / f
-            if p.is_file():
-                df = pd.read_csv(p)
-                df["variant"], df["seed"] = r.variant, r.seed
-                acc.append(df)
+        logs = [(acc, Path(str(r.run_dir or "")) / f) for f, acc in frames.items()]
+        logs = [(acc, p) for acc, p in logs if p.is_file()]
+        for acc, p in logs:
+            df = pd.read_csv(p)
+            df["variant"], df["seed"] = r.variant, r.seed
+            acc.append(df)
+        if logs:
+            drawn.append(r)
     if fig["kind"] == "curves" and frames["evals.csv"]:
         metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", source))
     elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
@@ -301,7 +304,8 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         return f"*(figure {index}: no run data found for {source})*\n"
     caption = fig.get("caption", "")
     if fig["kind"] != "samples":  # a samples figure labels the one seed it shows
-        caption = f"{caption.rstrip('.')}. {seeds_per_variant(records)}" if caption else seeds_per_variant(records)
+        seeds = seeds_per_variant(drawn if fig["kind"] in ("curves", "diagnostics") else records)
+        caption = f"{caption.rstrip('.')}. {seeds}" if caption else seeds
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {caption}\n"
 
 
