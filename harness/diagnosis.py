@@ -153,6 +153,8 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callab
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
     lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
+            # the same change can be tried in several studies (e.g. with each teacher): the study tells them apart
+            ("study", lambda r: f"[{r['study']}]({r['study']}/table.md)"),
             ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
     return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
 
@@ -365,7 +367,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              "A fix is measured against the failing configuration it starts from (`fix=as_is`, "
              "`single_fix=as_reported`); a porting mistake against the faithful loop it is added to (`mistake=none`). "
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
-             "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md.\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
+             "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md. The study column "
+             "links each row's own table, whose header states its setting (preset, teacher, learning rates).\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
              "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
              seed000_section(),
              "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"

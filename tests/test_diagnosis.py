@@ -71,6 +71,8 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     assert "{" not in md.split("## The answer")[1].split("## Setup")[0]  # every placeholder filled, evidence's too
     rows = __import__("pandas").read_csv(out.parent / "report" / "hypotheses.csv")
     assert set(rows.variant) == {"toy_lr=0.003", "toy_lr=0.0001"} and (rows.reference == "toy_lr=0.001").all()
+    # each hypothesis row names the study it comes from, linked to that study's own table
+    assert "| [toy_study-smoke](toy_study-smoke/table.md) | `toy_lr=0.003` vs `toy_lr=0.001` |" in md
     measured = rows.set_index("variant").loc["toy_lr=0.003", "r_mmd2"]
     assert f"{measured:.3g}" in md  # the answer carries the measured number
     assert (out.parent / "report" / "fig1-curves-base-runs.png").is_file()
