@@ -24,7 +24,8 @@ The spec (TOML) names what the report is made of; every number in the report is 
   ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
-  measured numbers only.
+  measured numbers only. A variant listed under two hypotheses with different references is written
+  ``{study|variant vs reference|column}``.
 * ``evidence`` (optional): the argument behind the answer, point by point, with the same placeholders; it follows
   the answer under "What the evidence says".
 
@@ -191,11 +192,24 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
 
 def fill(template: str, rows: list[dict]) -> str:
     """Replace ``{study|variant|column}`` with the measured value (and its interval when the column has one);
-    ``study`` is a hypothesis's study or a reproduction's name."""
-    index = {(r["study"], r["variant"]): r for r in rows}
+    ``study`` is a hypothesis's study or a reproduction's name. A variant that the table compares with more than one
+    reference (e.g. a dose against the failing configuration and against the previous dose) is written
+    ``variant vs reference``; the short form would be ambiguous and is refused."""
+    index: dict[tuple[str, str], dict] = {}
+    ambiguous: set[tuple[str, str]] = set()
+    for r in rows:
+        short = (r["study"], r["variant"])
+        if short in index and index[short].get("reference") != r.get("reference"):
+            ambiguous.add(short)
+        index[short] = r
+        if "reference" in r:
+            index[(r["study"], f"{r['variant']} vs {r['reference']}")] = r
 
     def value(m: re.Match) -> str:
         study, variant, col = (g.strip() for g in m.groups())
+        if (study, variant) in ambiguous:
+            raise ReportSpecError(f"answer placeholder {m.group(0)}: {variant} has several references in the "
+                                  f"hypotheses table; write '{variant} vs REFERENCE'")
         row = index.get((study, variant))
         if row is None or col not in row:
             raise ReportSpecError(f"answer placeholder {m.group(0)}: no such row or column in the hypotheses table")
@@ -365,7 +379,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
                 "starting generator; mean [95% interval].\n\n" + "\n".join(md for md, _ in controls)] if controls else []),
              "## Hypotheses: each change against its reference\n\n"
              "A fix is measured against the failing configuration it starts from (`fix=as_is`, "
-             "`single_fix=as_reported`); a porting mistake against the faithful loop it is added to (`mistake=none`). "
+             "`single_fix=as_reported`); a porting mistake against the faithful loop it is added to (`mistake=none`); "
+             "a row with another reference (e.g. one dose against the next) names it in the change column. "
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
              "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md. The study column "
              "links each row's own table, whose header states its setting (preset, teacher, learning rates).\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",

@@ -105,3 +105,26 @@ def test_bad_specs_are_one_line_errors(fixture_study, tmp_path):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
     with pytest.raises(SystemExit, match="no report spec"):
         diagnosis.main(["--spec", str(tmp_path / "missing.toml")])
+
+
+def test_a_variant_with_two_references_is_named_with_its_reference(fixture_study, tmp_path):
+    """A dose compared both with the failing configuration and with the previous dose: ``variant vs reference``
+    picks the row, the paired change against that reference, and the bare variant is refused as ambiguous."""
+    second = '\n[[hypothesis]]\nname = "step-sizes"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.0001"\n' \
+             'variants = ["toy_lr=0.003"]\n'
+    spec = tmp_path / "report.toml"
+    spec.write_text(SPEC.replace("{toy_study-smoke|toy_lr=0.003|", "{toy_study-smoke|toy_lr=0.003 vs toy_lr=0.0001|")
+                    + second)
+    # the change column's footing, by hand: each seed's final MMD² of the dose minus that of the reference
+    runs = fixture_study / "toy_study-smoke" / "runs"
+    final = {d.name: json.loads((d / "summary.json").read_text())["final"]["values"]["mmd2"] for d in runs.iterdir()}
+    by_hand = sum(final[f"toy_lr=0.003_seed{s}"] - final[f"toy_lr=0.0001_seed{s}"] for s in (0, 1)) / 2
+    against_base = sum(final[f"toy_lr=0.003_seed{s}"] - final[f"toy_lr=0.001_seed{s}"] for s in (0, 1)) / 2
+    assert f"{by_hand:.3g}" != f"{against_base:.3g}"  # otherwise the check below could not tell the rows apart
+    md = diagnosis.write_report(spec, fixture_study, tmp_path / "R.md", "test")
+    answer = md.split("## The answer")[1].split("## What the evidence says")[0]
+    assert f"{by_hand:.3g}" in answer and f"{against_base:.3g}" not in answer
+    assert "| `toy_lr=0.003` vs `toy_lr=0.0001` |" in md and "| `toy_lr=0.003` vs `toy_lr=0.001` |" in md
+    spec.write_text(SPEC + second)  # the answer's bare {toy_study-smoke|toy_lr=0.003|...} is now ambiguous
+    with pytest.raises(SystemExit, match="several references"):
+        diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
