@@ -125,7 +125,10 @@ def variant_rows(records: list[RunRecord], keys: list[str], reference: str | Non
             if variant == reference:
                 row["verdict_vs_ref"] = "(reference variant)"
             else:
+                # only seeds that both have can be paired: a variant with more seeds than its reference is compared
+                # on fewer seeds than it has, and the vs-reference tables must say so
                 pairs = [(r, ref_by_seed[r.seed]) for r in done if r.seed in ref_by_seed]
+                row["n_pairs"], row["evidence_vs_ref"] = len(pairs), evidence(len(pairs))
                 if toy:
                     deltas = [a.final.values["mmd2"] - b.final.values["mmd2"] for a, b in pairs]
                     row["r_mmd2"], row["r_mmd2_lo"], row["r_mmd2_hi"] = t_interval(deltas)
@@ -172,6 +175,12 @@ def n_note(table: pd.DataFrame, toy: bool = False) -> str:
     return f"**rows differ in n ({', '.join(ns)}): compare only rows of the same n**"
 
 
+def _pairs(r) -> str:
+    """How many seeds a row is paired on against the reference variant ("" for the reference itself)."""
+    n = r.get("n_pairs")
+    return "" if n is None or pd.isna(n) else f"{int(n)} ({evidence(int(n))})"
+
+
 def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = None) -> str:
     """Verdicts, paired changes per space, and metric values per space (fidelity | diversity | distance)."""
     if "mmd2" in keys:
@@ -179,18 +188,18 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
     spaces = spaces_of(keys)
     variants = table[table.kind == "variant"]
     parts = []
-    head = ["variant", "seeds", "verdict vs start"] + (["verdict vs reference"] if reference else [])
+    head = ["variant", "seeds", "verdict vs start"] + (["paired seeds vs reference", "verdict vs reference"] if reference else [])
     parts.append("## Verdicts\n\n" + markdown.table(head, [
         [str(r.variant), f"{int(r.n_seeds)} ({r.evidence})", str(r.get("verdict", "")),
-         *([str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()]) + "\n")
+         *([_pairs(r), str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()]) + "\n")
     vkeys = [m for m in METRICS if METRICS[m].in_verdict]
     for prefix, against in (("d_", "the starting generator"), ("r_", f"`{reference}`")):
         if prefix == "r_" and not reference:
             continue
         for s in spaces:
-            head = ["variant", "seeds"] + [f"Δ {METRICS[m].header(s)}" for m in vkeys]
-            rows = [[str(r.variant), str(int(r.n_seeds))] + [_cell(r, f"{prefix}{key(m, s)}", METRICS[m].fmt) for m in vkeys]
-                    for _, r in variants.iterrows()]
+            head = ["variant", "seeds" if prefix == "d_" else "paired seeds"] + [f"Δ {METRICS[m].header(s)}" for m in vkeys]
+            rows = [[str(r.variant), str(int(r.n_seeds)) if prefix == "d_" else _pairs(r)]
+                    + [_cell(r, f"{prefix}{key(m, s)}", METRICS[m].fmt) for m in vkeys] for _, r in variants.iterrows()]
             parts.append(f"## Paired change vs {against}, {s} features (mean [95% interval])\n\n" + markdown.table(head, rows) + "\n")
     order = [m for g in ("fidelity", "diversity", "distance") for m in METRICS if METRICS[m].group == g]
     for s in spaces:
@@ -204,12 +213,13 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
 
 def _toy_markdown(table: pd.DataFrame, reference: str | None) -> str:
     present = [m for m in TOY_METRICS if m in table and table[m].notna().any()]  # runs from before a metric existed lack it
-    head = ["row", "seeds"] + [TOY_METRICS[m] for m in present] + ["Δ MMD² vs start", "verdict"] + (["verdict vs reference"] if reference else [])
+    head = ["row", "seeds"] + [TOY_METRICS[m] for m in present] + ["Δ MMD² vs start", "verdict"] + (["paired seeds vs reference", "verdict vs reference"] if reference else [])
     rows = []
     for _, r in table.iterrows():
         rows.append([str(r.variant), fmt(r.get("n_seeds"))] + [_cell(r, m, ".4g") for m in present]
                     + [_cell(r, "d_mmd2", ".4g"), "" if r.get("kind") == "start" else str(r.get("verdict", "") or "")]
-                    + (["" if r.get("kind") == "start" else str(r.get("verdict_vs_ref", "") or "")] if reference else []))
+                    + (["" if r.get("kind") == "start" else _pairs(r),
+                        "" if r.get("kind") == "start" else str(r.get("verdict_vs_ref", "") or "")] if reference else []))
     return "## Exact-score toy (MMD² in its own units)\n\n" + markdown.table(head, rows) + "\n"
 
 

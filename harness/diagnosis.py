@@ -49,6 +49,7 @@ from . import markdown
 from .comparison import RunRecord, fmt, image_keys, is_toy, n_note, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
+from .verdicts import evidence
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
 FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes")
@@ -143,13 +144,15 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callab
     cols = ["Δ MMD² (toy)"] if toy_only else [f"Δ {METRICS[k.rpartition('_')[0]].header(k.rpartition('_')[2])}" for k in ks]
     lines = []
     for r in rows:
-        cells = [cell(r) for _, cell in lead] + [f"{int(r['n_seeds'])} ({r['evidence']})"]
+        # against a reference only the seeds both have are paired: that count, not the variant's own, goes here
+        n = int(r["n_pairs"]) if prefix == "r_" else int(r["n_seeds"])
+        cells = [cell(r) for _, cell in lead] + [f"{n} ({evidence(n)})"]
         for k in ks:
             spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
             cells.append(fmt(r.get(f"{prefix}{k}"), r.get(f"{prefix}{k}_lo"), r.get(f"{prefix}{k}_hi"), spec))
         cells.append(str(r.get(verdict_col, "")))
         lines.append(cells)
-    return markdown.table([h for h, _ in lead] + ["seeds"] + cols + [verdict_head], lines)
+    return markdown.table([h for h, _ in lead] + ["paired seeds" if prefix == "r_" else "seeds"] + cols + [verdict_head], lines)
 
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:

@@ -285,7 +285,8 @@ def _print_table(table: pd.DataFrame, title: str) -> None:
     else:
         cols += [(f"{m} ({PRIMARY_SPACE})", f"{m}_{PRIMARY_SPACE}", ".3f" if m in ("precision", "recall", "class_tv") else ".4g")
                  for m in ("fid", "kid", "precision", "recall", "class_tv")]
-    cols += [("verdict vs start", "verdict", None), ("verdict vs reference", "verdict_vs_ref", None)]
+    cols += [("verdict vs start", "verdict", None), ("paired seeds vs reference", "n_pairs", None),
+             ("verdict vs reference", "verdict_vs_ref", None)]
     cols = [c for c in cols if c[1] in table]
     for name, _, _ in cols:
         t.add_column(name)

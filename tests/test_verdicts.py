@@ -123,6 +123,28 @@ def test_a_metric_registered_in_one_place_appears_in_the_tables(monkeypatch):
     assert "mean feature (raw, vgg features)" in md
 
 
+def test_a_variant_with_more_seeds_than_its_reference_is_paired_on_the_shared_seeds_only():
+    """A variant at 5 seeds against a reference at 3: the vs-reference change is over the 3 shared seeds, and the
+    tables say 3 paired seeds (screening), not the variant's 5 (claim)."""
+    keys = [scoring.key("kid", s) for s in SPACES]
+    start = Evaluation(100, {k: 100.0 for k in keys})
+    ref_kid = {0: 90.0, 1: 92.0, 2: 91.0}
+    var_kid = {0: 80.0, 1: 83.0, 2: 81.0, 3: 50.0, 4: 40.0}  # seeds 3 and 4 have no partner: they must not count
+    records = ([comparison.RunRecord("ref", s, "completed", start, Evaluation(100, {k: v for k in keys})) for s, v in ref_kid.items()]
+               + [comparison.RunRecord("var", s, "completed", start, Evaluation(100, {k: v for k in keys})) for s, v in var_kid.items()])
+    rows = {r["variant"]: r for r in comparison.variant_rows(records, keys, reference="ref")}
+    var = rows["var"]
+    assert (var["n_seeds"], var["n_pairs"], var["evidence"], var["evidence_vs_ref"]) == (5, 3, "claim", "screening")
+    mean, lo, hi = t_interval([var_kid[s] - ref_kid[s] for s in ref_kid])
+    assert mean == pytest.approx(-29 / 3)  # (-10, -9, -10) / 3
+    assert (var["r_kid_vgg"], var["r_kid_vgg_lo"], var["r_kid_vgg_hi"]) == (pytest.approx(mean), pytest.approx(lo), pytest.approx(hi))
+    md = comparison.to_markdown(pd.DataFrame(comparison.variant_rows(records, keys, reference="ref")), keys, reference="ref")
+    verdicts = md.split("## Paired change vs the starting generator")[0]
+    assert "| var | 5 (claim) |" in verdicts and "| 3 (screening) |" in verdicts
+    vs_ref = md.split("## Paired change vs `ref`, vgg features")[1].split("##")[0]
+    assert "| paired seeds |" in vs_ref and "| var | 3 (screening) |" in vs_ref
+
+
 def test_unbiased_mmd_equals_torchmetrics_kid_on_full_subsets():
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(80, 6, generator=g), torch.randn(80, 6, generator=g) + 0.3
