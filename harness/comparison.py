@@ -175,10 +175,15 @@ def n_note(table: pd.DataFrame, toy: bool = False) -> str:
     return f"**rows differ in n ({', '.join(ns)}): compare only rows of the same n**"
 
 
+def seeds_cell(n: int) -> str:
+    """A seed count with what it supports, e.g. ``3 (screening)``."""
+    return f"{int(n)} ({evidence(int(n))})"
+
+
 def _pairs(r) -> str:
     """How many seeds a row is paired on against the reference variant ("" for the reference itself)."""
     n = r.get("n_pairs")
-    return "" if n is None or pd.isna(n) else f"{int(n)} ({evidence(int(n))})"
+    return "" if n is None or pd.isna(n) else seeds_cell(n)
 
 
 def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = None) -> str:
@@ -190,7 +195,7 @@ def to_markdown(table: pd.DataFrame, keys: list[str], reference: str | None = No
     parts = []
     head = ["variant", "seeds", "verdict vs start"] + (["paired seeds vs reference", "verdict vs reference"] if reference else [])
     parts.append("## Verdicts\n\n" + markdown.table(head, [
-        [str(r.variant), f"{int(r.n_seeds)} ({r.evidence})", str(r.get("verdict", "")),
+        [str(r.variant), seeds_cell(r.n_seeds), str(r.get("verdict", "")),
          *([_pairs(r), str(r.get("verdict_vs_ref", "") or "")] if reference else [])] for _, r in variants.iterrows()]) + "\n")
     vkeys = [m for m in METRICS if METRICS[m].in_verdict]
     for prefix, against in (("d_", "the starting generator"), ("r_", f"`{reference}`")):

@@ -46,10 +46,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import markdown
-from .comparison import RunRecord, fmt, image_keys, is_toy, n_note, spaces_of, variant_rows
+from .comparison import RunRecord, fmt, image_keys, is_toy, n_note, seeds_cell, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
-from .verdicts import evidence
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
 FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes")
@@ -146,7 +145,7 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callab
     for r in rows:
         # against a reference only the seeds both have are paired: that count, not the variant's own, goes here
         n = int(r["n_pairs"]) if prefix == "r_" else int(r["n_seeds"])
-        cells = [cell(r) for _, cell in lead] + [f"{n} ({evidence(n)})"]
+        cells = [cell(r) for _, cell in lead] + [seeds_cell(n)]
         for k in ks:
             spec = ".4g" if toy_only else METRICS[k.rpartition("_")[0]].fmt
             cells.append(fmt(r.get(f"{prefix}{k}"), r.get(f"{prefix}{k}_lo"), r.get(f"{prefix}{k}_hi"), spec))
