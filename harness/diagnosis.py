@@ -20,7 +20,9 @@ The spec (TOML) names what the report is made of; every number in the report is 
   TV against the sampling floor and its in-mode fraction. Its rows fill placeholders too.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
   samples before and after, harness.class_balance; optional ``models``: shipped models whose class balance is
-  drawn beside, from ``results/class_balance/``), then either ``study`` (and optionally
+  drawn beside, from ``results/class_balance/``) | ``effects`` (a forest plot of each variant's paired change against
+  its start, every verdict metric and feature space, variants top to bottom in the order ``variants`` lists them:
+  a ladder of settings reads as a dose-response), then either ``study`` (and optionally
   ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
@@ -51,7 +53,7 @@ from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
-FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes")
+FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes", "effects")
 PLACEHOLDER = re.compile(r"\{([^{}|]+)\|([^{}|]+)\|([^{}|]+)\}")
 
 
@@ -269,6 +271,8 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         source = fig.get("name", "runs")
     else:
         records = [r for r in records_of(fig["study"]) if r.done and (not fig.get("variants") or r.variant in fig["variants"])]
+        if fig.get("variants"):  # the spec's order, which the caption's seed counts follow too
+            records.sort(key=lambda r: fig["variants"].index(r.variant))
         source = fig["study"]
     name = f"fig{index}-{fig['kind']}-{source}.png"
     path = out_dir / name
@@ -316,6 +320,13 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         if groups:
             class_shift(list(groups.items()), reference_class_shares(), list(CLASSES), path, fig.get("caption", source),
                         models)
+    elif fig["kind"] == "effects":  # the rows in the spec's order: a ladder reads top to bottom
+        from .plots import paired_effects
+
+        keys = ["mmd2"] if is_toy(records) else image_keys(records)
+        by_variant = {r["variant"]: r for r in variant_rows(records, keys)}
+        order = fig.get("variants") or list(by_variant)
+        paired_effects([by_variant[v] for v in order if v in by_variant], keys, path, fig.get("caption", source))
     else:
         raise ReportSpecError(f"figure kind must be one of {', '.join(FIGURE_KINDS)}, got {fig['kind']!r}")
     if not path.is_file():

@@ -211,6 +211,66 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
     save_figure(fig, path, dpi=120)
 
 
+def effect_panels(rows: list[dict], keys: list[str]) -> list[tuple[str, list[tuple[str, float, float, float]]]]:
+    """What a paired-effects figure draws: per metric key with a paired change against the start (``d_<key>``, as
+    harness.comparison.variant_rows writes it), a panel title that says which way is better, and one
+    (label, mean, lo, hi) per row in the rows' order; a row without that change (no completed seed) gets NaN."""
+    from .scoring import METRICS, split_key
+
+    nan = float("nan")
+    panels = []
+    for k in keys:
+        if not any(f"d_{k}" in r for r in rows):
+            continue  # not a verdict metric: no paired change was computed
+        if k == "mmd2":
+            title = "Δ MMD² (toy), lower is better"
+        else:
+            metric, space = split_key(k)
+            better = "lower" if METRICS[metric].lower_is_better else "higher"
+            title = f"Δ {METRICS[metric].label} ({space}), {better} is better"
+        points = [(f"{r['variant']} ({r['n_seeds']} seeds)", r.get(f"d_{k}", nan), r.get(f"d_{k}_lo", nan),
+                   r.get(f"d_{k}_hi", nan)) for r in rows]
+        panels.append((title, points))
+    return panels
+
+
+def paired_effects(rows: list[dict], keys: list[str], path: Path, title: str, per_row: int = 5) -> None:
+    """A forest plot of each row's paired change against its own starting generator (mean and 95% interval over
+    seeds), one panel per verdict metric and feature space (``per_row`` panels a row: one feature space each),
+    rows top to bottom in the given order: a ladder of settings reads as a dose-response at a glance."""
+    import textwrap
+
+    import numpy as np
+
+    panels = effect_panels(rows, keys)
+    if not panels:
+        return
+    ncols = min(per_row, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols + 2.5, 0.32 * len(rows) * nrows + 1.2 * nrows + 0.8),
+                             squeeze=False)
+    y = np.arange(len(rows))[::-1]
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.axis("off")
+            continue
+        panel_title, points = panels[i]
+        mean = np.array([m for _, m, _, _ in points], dtype=float)
+        err = np.array([[m - lo, hi - m] for _, m, lo, hi in points], dtype=float).T
+        ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2, color="tab:blue")
+        ax.axvline(0, color="grey", lw=0.7)
+        ax.set_title(panel_title, fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.tick_params(axis="x", labelsize=7)
+        if i % ncols == 0:
+            ax.set_yticks(y, [label for label, _, _, _ in points], fontsize=7)
+        else:
+            ax.set_yticks(y, [])
+    fig.suptitle("\n".join(textwrap.wrap(title, 140)) + "\nfinal - start, paired per seed (same latents); dot = mean, "
+                 "bar = 95% t-interval over seeds", fontsize=9)
+    save_figure(fig, path, dpi=120)
+
+
 def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[float]], class_names: list[str],
                 path: Path, title: str, models: dict[str, dict[str, list[float]]] | None = None) -> None:
     """Per feature space, how DI moves each class's share of the samples: bars are final - start share (mean over a

@@ -49,6 +49,12 @@ caption = "start and end"
 kind = "diagnostics"
 study = "toy_study-smoke"
 caption = "diagnostics"
+
+[[figure]]
+kind = "effects"
+study = "toy_study-smoke"
+variants = ["toy_lr=0.003", "toy_lr=0.001"]
+caption = "the ladder"
 '''
 
 
@@ -78,8 +84,10 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     assert (out.parent / "report" / "fig1-curves-base-runs.png").is_file()
     # each caption states the seeds its figure drew, per variant, counted from the runs (not written by hand)
     assert "*Figure 2.* MMD² over kimg. Seeds: toy_lr=0.001 2, toy_lr=0.003 2, toy_lr=0.0001 2." in md
-    for i, kind in enumerate(("curves", "samples", "diagnostics"), start=2):
+    for i, kind in enumerate(("curves", "samples", "diagnostics", "effects"), start=2):
         assert (out.parent / "report" / f"fig{i}-{kind}-toy_study-smoke.png").is_file()
+    # an effects figure counts the seeds of the variants it lists, and only those
+    assert "*Figure 5.* the ladder. Seeds: toy_lr=0.003 2, toy_lr=0.001 2." in md
     base = __import__("harness.report", fromlist=["aggregate"])
     runs = [base.load_run(d) for d in sorted((fixture_study / "toy_study-smoke" / "runs").glob("toy_lr=0.001_seed*"))]
     table, _ = base.aggregate(runs)
@@ -128,3 +136,25 @@ def test_a_variant_with_two_references_is_named_with_its_reference(fixture_study
     spec.write_text(SPEC + second)  # the answer's bare {toy_study-smoke|toy_lr=0.003|...} is now ambiguous
     with pytest.raises(SystemExit, match="several references"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
+
+
+def test_the_effects_figure_draws_each_rows_paired_change_in_the_listed_order():
+    """effect_panels: one panel per metric with a paired change, titled with the better direction, its points in
+    the rows' order with their own mean and interval; a metric without a change (density) and a row without a
+    completed seed (NaN) are handled, not dropped silently into another row's place."""
+    import math
+
+    from harness.plots import effect_panels
+
+    rows = [{"variant": "lr=high", "n_seeds": 3, "d_kid_vgg": 5.0, "d_kid_vgg_lo": 4.0, "d_kid_vgg_hi": 6.0,
+             "d_recall_vgg": -0.1, "d_recall_vgg_lo": -0.2, "d_recall_vgg_hi": 0.0},
+            {"variant": "lr=low", "n_seeds": 5, "d_kid_vgg": -1.0, "d_kid_vgg_lo": -2.0, "d_kid_vgg_hi": 0.5,
+             "d_recall_vgg": 0.02, "d_recall_vgg_lo": 0.01, "d_recall_vgg_hi": 0.03},
+            {"variant": "lr=broken", "n_seeds": 0}]
+    panels = effect_panels(rows, ["kid_vgg", "density_vgg", "recall_vgg"])
+    assert [t for t, _ in panels] == ["Δ KID (vgg), lower is better", "Δ recall (vgg), higher is better"]
+    kid = panels[0][1]
+    assert kid[:2] == [("lr=high (3 seeds)", 5.0, 4.0, 6.0), ("lr=low (5 seeds)", -1.0, -2.0, 0.5)]
+    assert kid[2][0] == "lr=broken (0 seeds)" and all(math.isnan(v) for v in kid[2][1:])
+    assert panels[1][1][1] == ("lr=low (5 seeds)", 0.02, 0.01, 0.03)
+    assert effect_panels(rows, ["density_vgg"]) == []  # nothing to draw: no figure, not an empty one
