@@ -23,7 +23,8 @@ The spec (TOML) names what the report is made of; every number in the report is 
   drawn beside, from ``results/class_balance/``) | ``effects`` (a forest plot of each variant's paired change against
   its start, every verdict metric and feature space, variants top to bottom in the order ``variants`` lists them:
   a ladder of settings reads as a dose-response), then either ``study`` (and optionally
-  ``variants``) or ``runs`` (glob patterns of run directories, as above), and ``caption``.
+  ``variants``) or ``runs`` (glob patterns of run directories, as above), ``caption``, and optionally ``name`` (the
+  figure file's suffix; default the study's name, or "runs").
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
   measured numbers only. A variant listed under two hypotheses with different references is written
@@ -273,7 +274,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         records = [r for r in records_of(fig["study"]) if r.done and (not fig.get("variants") or r.variant in fig["variants"])]
         if fig.get("variants"):  # the spec's order, which the caption's seed counts follow too
             records.sort(key=lambda r: fig["variants"].index(r.variant))
-        source = fig["study"]
+        source = fig.get("name", fig["study"])
     name = f"fig{index}-{fig['kind']}-{source}.png"
     path = out_dir / name
     frames = {"evals.csv": [], "rounds.csv": []}
