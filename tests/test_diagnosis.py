@@ -111,6 +111,9 @@ def test_bad_specs_are_one_line_errors(fixture_study, tmp_path):
     spec.write_text(SPEC.replace('runs = ["toy_study-smoke/runs/toy_lr=0.001_seed*"]\n', "", 1))
     with pytest.raises(SystemExit, match=r"a \[\[control\]\] entry lacks runs"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
+    spec.write_text(SPEC.replace('kind = "effects"', 'kind = "forest"'))
+    with pytest.raises(SystemExit, match="figure kind must be one of curves, samples, diagnostics, classes, effects"):
+        diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
     with pytest.raises(SystemExit, match="no report spec"):
         diagnosis.main(["--spec", str(tmp_path / "missing.toml")])
 
