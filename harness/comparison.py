@@ -55,6 +55,11 @@ def is_toy(records: list[RunRecord]) -> bool:
     return any(e is not None and "mmd2" in e.values for r in records for e in (r.start, r.final))
 
 
+def metric_keys(records: list[RunRecord]) -> list[str]:
+    """The keys a comparison of these records is made of: the toy's MMD², or every image metric present."""
+    return ["mmd2"] if is_toy(records) else image_keys(records)
+
+
 def _summarise(evals: list[Evaluation], k: str) -> tuple[float, float, float]:
     """Mean and 95% interval of one metric: t over seeds, or one evaluation's half-sample interval."""
     evals = [e for e in evals if e is not None and k in e.values]

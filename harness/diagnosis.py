@@ -49,7 +49,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import markdown
-from .comparison import RunRecord, fmt, image_keys, is_toy, n_note, seeds_cell, spaces_of, variant_rows
+from .comparison import RunRecord, fmt, metric_keys, n_note, seeds_cell, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, key, verdict_metrics
 
@@ -124,7 +124,7 @@ def study_records(results_dir: Path, study: str) -> list[RunRecord]:
 
 
 def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict], list[str]]:
-    keys = ["mmd2"] if is_toy(records) else image_keys(records)
+    keys = metric_keys(records)
     if h.reference not in {r.variant for r in records}:
         raise ReportSpecError(f"hypothesis {h.name}: no variant {h.reference!r} in study {h.study} "
                               f"(variants: {', '.join(sorted({r.variant for r in records}))})")
@@ -324,7 +324,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
     elif fig["kind"] == "effects":  # the rows in the spec's order: a ladder reads top to bottom
         from .plots import paired_effects
 
-        keys = ["mmd2"] if is_toy(records) else image_keys(records)
+        keys = metric_keys(records)
         by_variant = {r["variant"]: r for r in variant_rows(records, keys)}
         order = fig.get("variants") or list(by_variant)
         paired_effects([by_variant[v] for v in order if v in by_variant], keys, path, fig.get("caption", source))
