@@ -10,7 +10,10 @@ The spec (TOML) names what the report is made of; every number in the report is 
   directory: ``results/<study>/study.db``), ``reference`` (the variant every other is compared with, paired per
   seed: the failing configuration) and optionally ``variants`` (default: all others). One row per variant: its
   paired change against the reference in every verdict metric and feature space, with 95% intervals, n_seeds,
-  evidence and verdict (harness.verdicts).
+  evidence and verdict (harness.verdicts). With ``at_kimg`` (e.g. 25.6) the rows compare the curve points at that
+  many kimg of generator samples (evals.csv, n = eval_n) instead of the final evaluations, in a table of their own:
+  two round strategies compared at equal generator updates rather than at equal rounds. Their placeholders name
+  the study as ``study@25.6kimg``.
 * ``[[reproduction]]``: ``name`` (for the answer's placeholders), ``title``, ``runs`` (glob patterns of run directories under the results directory, e.g.
   ``di/runs/reference-gan-seed*``), optional ``note``: the failing configuration reproduced, one row per group of
   runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
@@ -49,9 +52,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import markdown
-from .comparison import RunRecord, fmt, metric_keys, n_note, seeds_cell, spaces_of, variant_rows
+from .comparison import TOY_METRICS, RunRecord, fmt, metric_keys, n_note, seeds_cell, spaces_of, variant_rows
 from .manifest import git_commit, make_manifest, write_json
-from .scoring import METRICS, key, verdict_metrics
+from .scoring import METRICS, Evaluation, is_metric_key, key, verdict_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
 FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes", "effects")
@@ -69,6 +72,7 @@ class Hypothesis:
     reference: str
     variants: list[str] = field(default_factory=list)
     note: str = ""
+    at_kimg: float | None = None  # compare the curve points at this kimg, not the final evaluations
 
 
 def load_spec(path: Path) -> dict:
@@ -88,6 +92,9 @@ def load_spec(path: Path) -> dict:
 
     for h in raw.get("hypothesis", []):
         need("hypothesis", h, ("name", "study", "reference"))
+        kimg = h.get("at_kimg")
+        if kimg is not None and (isinstance(kimg, bool) or not isinstance(kimg, (int, float)) or kimg <= 0):
+            raise ReportSpecError(f"{path}: hypothesis {h['name']}: at_kimg must be a positive number of kimg, got {kimg!r}")
     for section in ("reproduction", "control"):
         for r in raw.get(section, []):
             need(section, r, ("name", "title", "runs"))
@@ -123,7 +130,35 @@ def study_records(results_dir: Path, study: str) -> list[RunRecord]:
     return records
 
 
+def curve_point(evals: pd.DataFrame, kimg: float) -> Evaluation | None:
+    """The curve evaluation at ``kimg`` (values only, no half-samples), or None when the run has no point there."""
+    at = evals[(evals["kimg"] - kimg).abs() < 1e-6]
+    if at.empty:
+        return None
+    row = at.iloc[-1]
+    return Evaluation(n=int(row["n"]), values={k: float(row[k]) for k in evals.columns
+                                               if is_metric_key(k) or k in TOY_METRICS})
+
+
+def at_kimg(records: list[RunRecord], kimg: float) -> list[RunRecord]:
+    """The records with the curve points at round 0 and at ``kimg`` as their start and final: every run of a seed
+    scores the same first eval_n latents at every curve point, so the pairs stay paired. A run without a point at
+    ``kimg`` counts as not completed."""
+    out = []
+    for r in records:
+        path = Path(str(r.run_dir or "")) / "evals.csv"
+        evals = pd.read_csv(path) if r.done and path.is_file() else None
+        start = curve_point(evals, 0.0) if evals is not None else None
+        final = curve_point(evals, kimg) if evals is not None else None
+        status = r.status if not r.done else "completed" if final is not None else f"no curve point at {kimg:g} kimg"
+        out.append(RunRecord(variant=r.variant, seed=r.seed, status=status, start=start, final=final,
+                             wall_s=r.wall_s, run_dir=r.run_dir))
+    return out
+
+
 def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict], list[str]]:
+    if h.at_kimg is not None:
+        records = at_kimg(records, h.at_kimg)
     keys = metric_keys(records)
     if h.reference not in {r.variant for r in records}:
         raise ReportSpecError(f"hypothesis {h.name}: no variant {h.reference!r} in study {h.study} "
@@ -133,6 +168,8 @@ def hypothesis_rows(h: Hypothesis, records: list[RunRecord]) -> tuple[list[dict]
         rows = [r for r in rows if r["variant"] in h.variants]
     for r in rows:
         r.update(hypothesis=h.name, study=h.study, reference=h.reference)
+        if h.at_kimg is not None:
+            r["at_kimg"] = h.at_kimg
     return rows, keys
 
 
@@ -161,6 +198,14 @@ def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
     lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
             # the same change can be tried in several studies (e.g. with each teacher): the study tells them apart
             ("study", lambda r: f"[{r['study']}]({r['study']}/table.md)"),
+            ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
+    return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
+
+
+def curve_hypotheses_table(rows: list[dict], keys: list[str]) -> str:
+    lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
+            ("study", lambda r: f"[{r['study']}]({r['study']}/table.md)"),
+            ("at kimg", lambda r: f"{r['at_kimg']:g}"),
             ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
     return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
 
@@ -195,6 +240,12 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
             + " (each summary.json's manifest names the command that trained it)\n"), rows
 
 
+def placeholder_study(row: dict) -> str:
+    """How a placeholder names a row's study: ``study``, or ``study@25.6kimg`` for a row read at a curve point."""
+    kimg = row.get("at_kimg")
+    return row["study"] if kimg is None else f"{row['study']}@{kimg:g}kimg"
+
+
 def fill(template: str, rows: list[dict]) -> str:
     """Replace ``{study|variant|column}`` with the measured value (and its interval when the column has one);
     ``study`` is a hypothesis's study or a reproduction's name. A variant that the table compares with more than one
@@ -203,12 +254,13 @@ def fill(template: str, rows: list[dict]) -> str:
     index: dict[tuple[str, str], dict] = {}
     ambiguous: set[tuple[str, str]] = set()
     for r in rows:
-        short = (r["study"], r["variant"])
+        study = placeholder_study(r)
+        short = (study, r["variant"])
         if short in index and index[short].get("reference") != r.get("reference"):
             ambiguous.add(short)
         index[short] = r
         if "reference" in r:
-            index[(r["study"], f"{r['variant']} vs {r['reference']}")] = r
+            index[(study, f"{r['variant']} vs {r['reference']}")] = r
 
     def value(m: re.Match) -> str:
         study, variant, col = (g.strip() for g in m.groups())
@@ -366,15 +418,20 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
             cache[study] = study_records(results_dir, study)
         return cache[study]
 
-    rows, keys = [], []
+    rows, keys, curve_rows, curve_keys = [], [], [], []
     for h in spec["hypothesis"]:
         r, k = hypothesis_rows(h, records_of(h.study))
-        rows += r
-        keys += [x for x in k if x not in keys]
+        # rows read at a curve point have the curves' n, so they get a table of their own
+        into, into_keys = (rows, keys) if h.at_kimg is None else (curve_rows, curve_keys)
+        into += r
+        into_keys += [x for x in k if x not in into_keys]
     reproductions = [reproduction_section(r, results_dir) for r in spec.get("reproduction", [])]
     controls = [reproduction_section(r, results_dir) for r in spec.get("control", [])]
-    fill_rows = rows + [row for _, rs in reproductions + controls for row in rs]
-    hyp_ns = sorted({e.n for h in spec["hypothesis"] for r in records_of(h.study) if r.done for e in (r.start, r.final)})
+    fill_rows = rows + curve_rows + [row for _, rs in reproductions + controls for row in rs]
+    hyp_ns = sorted({e.n for h in spec["hypothesis"] if h.at_kimg is None
+                     for r in records_of(h.study) if r.done for e in (r.start, r.final)})
+    curve_ns = sorted({e.n for h in spec["hypothesis"] if h.at_kimg is not None
+                       for r in at_kimg(records_of(h.study), h.at_kimg) if r.done for e in (r.start, r.final)})
     fig_dir = out.parent / "report"
     for stale in fig_dir.glob("fig*.png"):  # figures of an earlier spec would outlive their numbering
         stale.unlink()
@@ -398,6 +455,14 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
              "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md. The study column "
              "links each row's own table, whose header states its setting (preset, teacher, learning rates).\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
+             *(["## Hypotheses at equal generator updates\n\n"
+                "Two round strategies make different numbers of generator updates per round, so their final rows "
+                "compare different amounts of generator training. Here each change is read at the curve point where "
+                "both have drawn the same kimg of generator samples (the same number of generator updates at the "
+                f"same batch), paired per seed on the same first n = {', '.join(map(str, curve_ns)) or '-'} evaluation "
+                "latents; the start is each seed's round-0 curve point at that n; intervals are t over seeds. "
+                "Placeholders name these rows' study as `study@KIMGkimg`.\n\n"
+                + curve_hypotheses_table(curve_rows, curve_keys) + "\n"] if curve_rows else []),
              "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
              seed000_section(),
              "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"
@@ -405,7 +470,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
     md = "\n".join(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
-    pd.DataFrame(rows).to_csv(out.parent / "report" / "hypotheses.csv", index=False) if rows else None
+    pd.DataFrame(rows + curve_rows).to_csv(out.parent / "report" / "hypotheses.csv", index=False) if rows + curve_rows else None
     write_json(out.parent / "report" / "manifest.json", make_manifest(
         command=command, config={"spec": _repo_relative(spec_path), "results_dir": str(results_dir), "out": str(out),
                                  "studies": sorted(cache)}, seed=None, wall_s=time.time() - t0))

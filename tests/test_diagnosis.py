@@ -161,3 +161,38 @@ def test_the_effects_figure_draws_each_rows_paired_change_in_the_listed_order():
     assert kid[2][0] == "lr=broken (0 seeds)" and all(math.isnan(v) for v in kid[2][1:])
     assert panels[1][1][1] == ("lr=low (5 seeds)", 0.02, 0.01, 0.03)
     assert effect_panels(rows, ["density_vgg"]) == []  # nothing to draw: no figure, not an empty one
+
+
+def test_a_hypothesis_at_kimg_pairs_the_curve_points_at_that_kimg(fixture_study, tmp_path):
+    """``at_kimg``: each seed's curve value at that kimg (evals.csv) minus the reference's at the same kimg, in a
+    table of its own at the curves' n; a run without a point there is not paired; a bad value is a one-line error."""
+    import pandas as pd
+
+    runs = fixture_study / "toy_study-smoke" / "runs"
+    evals = {d.name: pd.read_csv(d / "evals.csv") for d in runs.iterdir()}
+    kimg = float(evals["toy_lr=0.003_seed0"].kimg.iloc[1])  # the first curve point after round 0
+    assert 0 < kimg < evals["toy_lr=0.003_seed0"].kimg.iloc[-1]  # not the final point: the final rows would agree
+    at = lambda name: float(evals[name].set_index("kimg").loc[kimg, "mmd2"])
+    by_hand = sum(at(f"toy_lr=0.003_seed{s}") - at(f"toy_lr=0.001_seed{s}") for s in (0, 1)) / 2
+    final = {d.name: json.loads((d / "summary.json").read_text())["final"]["values"]["mmd2"] for d in runs.iterdir()}
+    at_final = sum(final[f"toy_lr=0.003_seed{s}"] - final[f"toy_lr=0.001_seed{s}"] for s in (0, 1)) / 2
+    assert f"{by_hand:.3g}" != f"{at_final:.3g}"  # otherwise the check below could not tell the two apart
+    curve_n = int(evals["toy_lr=0.003_seed0"].n.iloc[1])
+    spec = tmp_path / "report.toml"
+    spec.write_text(SPEC.replace("{toy_study-smoke|toy_lr=0.003|r_mmd2}", f"{{toy_study-smoke@{kimg:g}kimg|toy_lr=0.003|r_mmd2}}")
+                    + f'\n[[hypothesis]]\nname = "step-sizes"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.001"\n'
+                      f'variants = ["toy_lr=0.003"]\nat_kimg = {kimg}\n')
+    md = diagnosis.write_report(spec, fixture_study, tmp_path / "R.md", "test")
+    answer = md.split("## The answer")[1].split("## What the evidence says")[0]
+    assert f"{by_hand:.3g}" in answer and f"{at_final:.3g}" not in answer
+    section = md.split("## Hypotheses at equal generator updates")[1].split("## Figures")[0]
+    assert f"n = {curve_n} evaluation latents" in section
+    assert f"| {kimg:g} | `toy_lr=0.003` vs `toy_lr=0.001` | 2 (screening) | {by_hand:.4g} [" in section
+    rows = pd.read_csv(tmp_path / "report" / "hypotheses.csv")
+    assert rows.at_kimg.notna().sum() == 1  # the final rows are still there, without at_kimg
+    # a run that never reached the kimg is not paired
+    missing = diagnosis.at_kimg(diagnosis.study_records(fixture_study, "toy_study-smoke"), 1e6)
+    assert all(not r.done and r.status == "no curve point at 1e+06 kimg" for r in missing)
+    spec.write_text(SPEC + '\n[[hypothesis]]\nname = "x"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.001"\nat_kimg = "late"\n')
+    with pytest.raises(SystemExit, match="at_kimg must be a positive number of kimg, got 'late'"):
+        diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
