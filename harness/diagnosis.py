@@ -27,7 +27,9 @@ The spec (TOML) names what the report is made of; every number in the report is 
   its start, every verdict metric and feature space, variants top to bottom in the order ``variants`` lists them:
   a ladder of settings reads as a dose-response), then either ``study`` (and optionally
   ``variants``) or ``runs`` (glob patterns of run directories, as above), ``caption``, and optionally ``name`` (the
-  figure file's suffix; default the study's name, or "runs").
+  figure file's suffix; default the study's name, or "runs"). A ``curves`` figure takes an optional ``x``: ``kimg``
+  (the default) or ``lr_updates`` (lr_gen x generator updates, from each run's config: runs at different
+  generator lrs side by side by how far their optimiser may have moved the generator).
 * ``answer``: the answer, one paragraph. ``{study|variant|column}`` placeholders are filled from the table rows
   (e.g. ``{lr_ladder|lr=3e-4|r_fid_vgg}`` gives the mean and 95% interval of that change), so the prose carries
   measured numbers only. A variant listed under two hypotheses with different references is written
@@ -41,6 +43,7 @@ Seed 000's Table 1 appears only in its own section, labelled as theirs.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -53,6 +56,7 @@ import pandas as pd
 
 from . import markdown
 from .comparison import TOY_METRICS, RunRecord, fmt, metric_keys, n_note, seeds_cell, spaces_of, variant_rows
+from .config import DIConfig
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, Evaluation, is_metric_key, key, verdict_metrics
 
@@ -102,6 +106,8 @@ def load_spec(path: Path) -> dict:
         need("figure", f, ("kind",))
         if f["kind"] not in FIGURE_KINDS:
             raise ReportSpecError(f"{path}: figure kind must be one of {', '.join(FIGURE_KINDS)}, got {f['kind']!r}")
+        if f.get("x", "kimg") not in ("kimg", "lr_updates") or ("x" in f and f["kind"] != "curves"):
+            raise ReportSpecError(f"{path}: a figure's x is kimg or lr_updates, and only for kind = curves; got {f.get('x')!r}")
         if ("study" in f) == ("runs" in f):
             raise ReportSpecError(f"{path}: a [[figure]] entry names either `study` or `runs`, not both or neither")
     try:
@@ -337,11 +343,13 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         for acc, p in logs:
             df = pd.read_csv(p)
             df["variant"], df["seed"] = r.variant, r.seed
+            if fig.get("x") == "lr_updates":
+                df["lr_updates"] = lr_updates(df["round"], Path(str(r.run_dir)))
             acc.append(df)
         if logs:
             drawn.append(r)
     if fig["kind"] == "curves" and frames["evals.csv"]:
-        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", source))
+        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", source), fig.get("x"))
     elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
         diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", source),
                     pd.concat(frames["evals.csv"]) if frames["evals.csv"] else None)
@@ -389,6 +397,12 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         seeds = seeds_per_variant(drawn if fig["kind"] in ("curves", "diagnostics") else records)
         caption = f"{caption.rstrip('.')}. {seeds}" if caption else seeds
     return f"![{fig.get('caption', '')}]({out_dir.name}/{name})\n\n*Figure {index}.* {caption}\n"
+
+
+def lr_updates(rounds: pd.Series, run_dir: Path) -> pd.Series:
+    """lr_gen x the generator updates made by each round (gen_steps per round; the generator lr is constant)."""
+    cfg = DIConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    return rounds * cfg.gen_steps * cfg.lr_gen
 
 
 def seeds_per_variant(records) -> str:

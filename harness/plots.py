@@ -91,10 +91,17 @@ def save_metric_bars(table, path: Path, title: str = ""):
     save_figure(fig, path, dpi=120)
 
 
-def metric_curves(data, path, title: str) -> None:
-    """Metric-vs-kimg curves (vs round when the rows have no kimg), one line per variant with a 95% confidence band
-    over seeds (seaborn's bootstrap). ``data``: one row per (variant, seed, round) with flat metric keys. Images: one row of panels per feature
-    space, one panel per verdict metric (registry order); the toy: its MMD² and in-mode fraction."""
+CURVE_X = {"kimg": "kimg (generator samples / 1000)", "round": "round",
+           # Adam moves each weight by about lr per update, so lr x updates bounds how far the generator may travel:
+           # runs at different generator lrs compare by that budget rather than by samples seen
+           "lr_updates": "lr_gen x generator updates"}
+
+
+def metric_curves(data, path, title: str, x: str | None = None) -> None:
+    """Metric curves against ``x`` (a column of ``data``, one of CURVE_X; default kimg, or round when the rows have
+    no kimg), one line per variant with a 95% confidence band over seeds (seaborn's bootstrap). ``data``: one row
+    per (variant, seed, round) with flat metric keys. Images: one row of panels per feature space, one panel per
+    verdict metric (registry order); the toy: its MMD² and in-mode fraction."""
     import seaborn as sns
 
     from .feature_spaces import FEATURE_SPACES
@@ -114,7 +121,7 @@ def metric_curves(data, path, title: str) -> None:
     fig, axes = plt.subplots(len(grid), ncols, figsize=(4.2 * ncols, 3.3 * len(grid)), squeeze=False)
     n = f", n={int(data['n'].iloc[0])}" if "n" in data.columns and data["n"].nunique() == 1 else ""
     # kimg, not rounds: runs at different batch sizes (and seed 000's epochs) compare by the samples the generator saw
-    x = "kimg" if "kimg" in data.columns else "round"
+    x = x or ("kimg" if "kimg" in data.columns else "round")
     for i, row in enumerate(grid):
         for j in range(ncols):
             ax = axes[i][j]
@@ -126,7 +133,7 @@ def metric_curves(data, path, title: str) -> None:
             sns.lineplot(data=data, x=x, y=col, hue="variant", errorbar=("ci", 95), marker="o", ax=ax, legend=last)
             ax.set_title(f"{label}{n}", fontsize=8)
             ax.set_ylabel("")
-            ax.set_xlabel("kimg (generator samples / 1000)" if x == "kimg" else "round", fontsize=7)
+            ax.set_xlabel(CURVE_X[x], fontsize=7)
     if axes[0][len(grid[0]) - 1].get_legend() is not None:
         sns.move_legend(axes[0][len(grid[0]) - 1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.suptitle(f"{title}\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds", fontsize=9)

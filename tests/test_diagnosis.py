@@ -196,3 +196,25 @@ def test_a_hypothesis_at_kimg_pairs_the_curve_points_at_that_kimg(fixture_study,
     spec.write_text(SPEC + '\n[[hypothesis]]\nname = "x"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.001"\nat_kimg = "late"\n')
     with pytest.raises(SystemExit, match="at_kimg must be a positive number of kimg, got 'late'"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
+
+
+def test_curves_against_lr_updates_use_each_runs_generator_lr_and_updates_per_round(fixture_study, tmp_path):
+    import pandas as pd
+
+    runs = fixture_study / "toy_study-smoke" / "runs"
+    for d in runs.iterdir():
+        cfg = json.loads((d / "config.json").read_text())
+        rounds = pd.read_csv(d / "evals.csv")["round"]
+        expected = rounds * cfg.get("gen_steps", 1) * cfg["lr_gen"]
+        assert diagnosis.lr_updates(rounds, d).tolist() == pytest.approx(expected.tolist())
+    lrs = {json.loads((d / "config.json").read_text())["lr_gen"] for d in runs.iterdir()}
+    assert len(lrs) == 3  # the three toy_lr values: the x axis differs between variants at the same round
+    spec = tmp_path / "report.toml"
+    spec.write_text(SPEC.replace('name = "base-runs"', 'name = "base-runs"\nx = "lr_updates"'))
+    diagnosis.write_report(spec, fixture_study, tmp_path / "R.md", "test")
+    assert (tmp_path / "report" / "fig1-curves-base-runs.png").is_file()
+    curves, samples = 'kind = "curves"\nstudy = "toy_study-smoke"', 'kind = "samples"\nstudy = "toy_study-smoke"'
+    for bad in (SPEC.replace(curves, curves + '\nx = "seconds"'), SPEC.replace(samples, samples + '\nx = "kimg"')):
+        spec.write_text(bad)
+        with pytest.raises(SystemExit, match="a figure's x is kimg or lr_updates, and only for kind = curves"):
+            diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
