@@ -94,14 +94,18 @@ def load_spec(path: Path) -> dict:
         if missing:
             raise ReportSpecError(f"{path}: a [[{section}]] entry lacks {', '.join(missing)}")
 
+    def positive(what: str, entry: dict, k: str) -> None:
+        v = entry.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            raise ReportSpecError(f"{path}: {what} {entry.get('name', '')}: {k} must be a positive number, got {v!r}")
+
     for h in raw.get("hypothesis", []):
         need("hypothesis", h, ("name", "study", "reference"))
-        kimg = h.get("at_kimg")
-        if kimg is not None and (isinstance(kimg, bool) or not isinstance(kimg, (int, float)) or kimg <= 0):
-            raise ReportSpecError(f"{path}: hypothesis {h['name']}: at_kimg must be a positive number of kimg, got {kimg!r}")
+        positive("hypothesis", h, "at_kimg")
     for section in ("reproduction", "control"):
         for r in raw.get(section, []):
             need(section, r, ("name", "title", "runs"))
+            positive(section, r, "at_lr_updates")
     for f in raw.get("figure", []):
         need("figure", f, ("kind",))
         if f["kind"] not in FIGURE_KINDS:
@@ -136,9 +140,10 @@ def study_records(results_dir: Path, study: str) -> list[RunRecord]:
     return records
 
 
-def curve_point(evals: pd.DataFrame, kimg: float) -> Evaluation | None:
-    """The curve evaluation at ``kimg`` (values only, no half-samples), or None when the run has no point there."""
-    at = evals[(evals["kimg"] - kimg).abs() < 1e-6]
+def curve_point(evals: pd.DataFrame, column: str, value: float) -> Evaluation | None:
+    """The curve evaluation (a row of evals.csv) where ``column`` equals ``value`` to float precision: values only,
+    no half-samples. None when the run has no point there."""
+    at = evals[(evals[column] - value).abs() < 1e-9]
     if at.empty:
         return None
     row = at.iloc[-1]
@@ -154,8 +159,8 @@ def at_kimg(records: list[RunRecord], kimg: float) -> list[RunRecord]:
     for r in records:
         path = Path(str(r.run_dir or "")) / "evals.csv"
         evals = pd.read_csv(path) if r.done and path.is_file() else None
-        start = curve_point(evals, 0.0) if evals is not None else None
-        final = curve_point(evals, kimg) if evals is not None else None
+        start = curve_point(evals, "round", 0) if evals is not None else None
+        final = curve_point(evals, "kimg", kimg) if evals is not None else None
         status = r.status if not r.done else "completed" if final is not None else f"no curve point at {kimg:g} kimg"
         out.append(RunRecord(variant=r.variant, seed=r.seed, status=status, start=start, final=final,
                              wall_s=r.wall_s, run_dir=r.run_dir))
@@ -230,7 +235,10 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
     from .report import aggregate, load_run
 
     dirs = run_dirs(results_dir, rep["runs"])
-    table, keys = aggregate([load_run(d) for d in dirs])
+    runs = [load_run(d) for d in dirs]
+    if "at_lr_updates" in rep:
+        runs = [at_lr_updates(r, rep["at_lr_updates"]) for r in runs]
+    table, keys = aggregate(runs)
     rows = [r for r in table.to_dict("records") if r.get("kind") == "variant"]
     for r in rows:
         r["study"] = rep["name"]
@@ -250,6 +258,22 @@ def placeholder_study(row: dict) -> str:
     """How a placeholder names a row's study: ``study``, or ``study@25.6kimg`` for a row read at a curve point."""
     kimg = row.get("at_kimg")
     return row["study"] if kimg is None else f"{row['study']}@{kimg:g}kimg"
+
+
+def at_lr_updates(run: dict, budget: float) -> dict:
+    """A loaded run (harness.report.load_run) with its curve points at round 0 and where lr_gen x generator updates
+    reaches ``budget`` as its start and final: runs at different generator lrs read at the same step budget. A run
+    without a curve point there counts as not completed."""
+    path = Path(run["dir"]) / "evals.csv"
+    start = final = None
+    if path.is_file():
+        evals = pd.read_csv(path)
+        evals["lr_updates"] = lr_updates(evals["round"], Path(run["dir"]))
+        start, final = curve_point(evals, "round", 0), curve_point(evals, "lr_updates", budget)
+    done = run["summary"].get("status") == "completed" and start is not None and final is not None
+    summary = {**run["summary"], "start": start.to_dict() if start else None, "final": final.to_dict() if final else None,
+               "status": "completed" if done else f"no curve point at lr_gen x updates = {budget:g}"}
+    return {**run, "summary": summary}
 
 
 def fill(template: str, rows: list[dict]) -> str:

@@ -64,6 +64,12 @@ def aggregate(runs: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     the starting generator, verdict), after the start row; and the metric keys shown."""
     varying = varying_fields([r["config"] for r in runs])
     records = [run_record(r, varying) for r in runs]
+    seen: dict[tuple[str, int], str] = {}
+    for r, rec in zip(runs, records):  # two runs of one configuration and seed would count as two seeds
+        if (rec.variant, rec.seed) in seen:
+            raise SystemExit(f"error: {seen[rec.variant, rec.seed]} and {r['dir']} are the same configuration "
+                             f"({rec.variant}) and seed ({rec.seed}); give only one of them")
+        seen[rec.variant, rec.seed] = r["dir"]
     keys = [k for k in TOY_METRICS if any(e is not None and k in e.values for r in records for e in (r.start, r.final))] \
         if is_toy(records) else image_keys(records)
     table = pd.DataFrame(start_row(records, keys) + variant_rows(records, keys))

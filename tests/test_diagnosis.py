@@ -194,7 +194,7 @@ def test_a_hypothesis_at_kimg_pairs_the_curve_points_at_that_kimg(fixture_study,
     missing = diagnosis.at_kimg(diagnosis.study_records(fixture_study, "toy_study-smoke"), 1e6)
     assert all(not r.done and r.status == "no curve point at 1e+06 kimg" for r in missing)
     spec.write_text(SPEC + '\n[[hypothesis]]\nname = "x"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.001"\nat_kimg = "late"\n')
-    with pytest.raises(SystemExit, match="at_kimg must be a positive number of kimg, got 'late'"):
+    with pytest.raises(SystemExit, match="at_kimg must be a positive number, got 'late'"):
         diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
 
 
@@ -218,3 +218,32 @@ def test_curves_against_lr_updates_use_each_runs_generator_lr_and_updates_per_ro
         spec.write_text(bad)
         with pytest.raises(SystemExit, match="a figure's x is kimg or lr_updates, and only for kind = curves"):
             diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R2.md")])
+
+
+def test_a_control_at_lr_updates_reads_each_run_where_its_step_budget_is_reached(fixture_study, tmp_path):
+    """``at_lr_updates``: each run's change from its round-0 curve point to the point where lr_gen x updates equals
+    the budget; a run that never reaches it exactly has no completed seed; the same seed twice is refused."""
+    import pandas as pd
+
+    runs = fixture_study / "toy_study-smoke" / "runs"
+    lr = {d.name: json.loads((d / "config.json").read_text())["lr_gen"] for d in runs.iterdir()}
+    evals = {d.name: pd.read_csv(d / "evals.csv").set_index("round") for d in runs.iterdir()}
+    budget = 5 * lr["toy_lr=0.001_seed0"]  # round 5 at lr 1e-3; no curve point of the other lrs lands on it
+    by_hand = sum(evals[f"toy_lr=0.001_seed{s}"].mmd2[5] - evals[f"toy_lr=0.001_seed{s}"].mmd2[0] for s in (0, 1)) / 2
+    rep = {"name": "budget", "title": "at one step budget", "runs": ["toy_study-smoke/runs/*"], "at_lr_updates": budget}
+    md, rows = diagnosis.reproduction_section(rep, fixture_study)
+    by_variant = {r["variant"]: r for r in rows}
+    at_base = [r for v, r in by_variant.items() if "0.001" in v and "0.0001" not in v][0]
+    assert at_base["n_seeds"] == 2 and at_base["d_mmd2"] == pytest.approx(by_hand)
+    assert sorted(r["verdict"] for r in rows if r is not at_base) == ["no completed seed"] * 2
+    spec = tmp_path / "report.toml"
+    spec.write_text(SPEC + '\n[[control]]\nname = "b"\ntitle = "t"\nruns = ["toy_study-smoke/runs/*"]\nat_lr_updates = -1\n')
+    with pytest.raises(SystemExit, match="at_lr_updates must be a positive number, got -1"):
+        diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
+    twice = tmp_path / "twice"  # one run copied into two directories
+    for copy in ("a", "b"):
+        (twice / copy).mkdir(parents=True)
+        for f in ("summary.json", "config.json", "evals.csv"):
+            (twice / copy / f).write_bytes((runs / "toy_lr=0.001_seed0" / f).read_bytes())
+    with pytest.raises(SystemExit, match="are the same configuration .* and seed \\(0\\)"):
+        diagnosis.reproduction_section({"name": "x", "title": "x", "runs": ["*"]}, twice)
