@@ -20,7 +20,9 @@ The spec (TOML) names what the report is made of; every number in the report is 
   evidence and verdict.
 * ``[[control]]``: as ``[[reproduction]]`` (``name``, ``title``, ``runs``, ``note``), for runs that test the
   answer rather than reproduce the failure (e.g. the exact-score toy); a toy group also shows its final mode-mass
-  TV against the sampling floor and its in-mode fraction. Its rows fill placeholders too.
+  TV against the sampling floor and its in-mode fraction. Its rows fill placeholders too. Either section takes an
+  optional ``at_lr_updates`` (e.g. 0.006): each run is read at its curve point where lr_gen x generator updates
+  equals it, against its round-0 point (n = eval_n), so runs at different generator lrs compare at one step budget.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
   samples before and after, harness.class_balance; optional ``models``: shipped models whose class balance is
   drawn beside, from ``results/class_balance/``) | ``effects`` (a forest plot of each variant's paired change against
@@ -151,16 +153,25 @@ def curve_point(evals: pd.DataFrame, column: str, value: float) -> Evaluation | 
                                                if is_metric_key(k) or k in TOY_METRICS})
 
 
+def curve_points(run_dir: Path, at: str, value: float) -> tuple[Evaluation | None, Evaluation | None]:
+    """A run's round-0 curve point and its point where ``at`` (``kimg``, or ``lr_updates``: lr_gen x generator
+    updates) equals ``value``. Every curve point of a seed scores the same first eval_n latents, so two runs of
+    one seed stay paired at any point."""
+    path = Path(run_dir) / "evals.csv"
+    if not path.is_file():
+        return None, None
+    evals = pd.read_csv(path)
+    if at == "lr_updates":
+        evals["lr_updates"] = lr_updates(evals["round"], Path(run_dir))
+    return curve_point(evals, "round", 0), curve_point(evals, at, value)
+
+
 def at_kimg(records: list[RunRecord], kimg: float) -> list[RunRecord]:
-    """The records with the curve points at round 0 and at ``kimg`` as their start and final: every run of a seed
-    scores the same first eval_n latents at every curve point, so the pairs stay paired. A run without a point at
+    """The records with their curve points at round 0 and at ``kimg`` as start and final. A run without a point at
     ``kimg`` counts as not completed."""
     out = []
     for r in records:
-        path = Path(str(r.run_dir or "")) / "evals.csv"
-        evals = pd.read_csv(path) if r.done and path.is_file() else None
-        start = curve_point(evals, "round", 0) if evals is not None else None
-        final = curve_point(evals, "kimg", kimg) if evals is not None else None
+        start, final = curve_points(Path(str(r.run_dir or "")), "kimg", kimg) if r.done else (None, None)
         status = r.status if not r.done else "completed" if final is not None else f"no curve point at {kimg:g} kimg"
         out.append(RunRecord(variant=r.variant, seed=r.seed, status=status, start=start, final=final,
                              wall_s=r.wall_s, run_dir=r.run_dir))
@@ -264,12 +275,7 @@ def at_lr_updates(run: dict, budget: float) -> dict:
     """A loaded run (harness.report.load_run) with its curve points at round 0 and where lr_gen x generator updates
     reaches ``budget`` as its start and final: runs at different generator lrs read at the same step budget. A run
     without a curve point there counts as not completed."""
-    path = Path(run["dir"]) / "evals.csv"
-    start = final = None
-    if path.is_file():
-        evals = pd.read_csv(path)
-        evals["lr_updates"] = lr_updates(evals["round"], Path(run["dir"]))
-        start, final = curve_point(evals, "round", 0), curve_point(evals, "lr_updates", budget)
+    start, final = curve_points(Path(run["dir"]), "lr_updates", budget)
     done = run["summary"].get("status") == "completed" and start is not None and final is not None
     summary = {**run["summary"], "start": start.to_dict() if start else None, "final": final.to_dict() if final else None,
                "status": "completed" if done else f"no curve point at lr_gen x updates = {budget:g}"}
