@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -286,13 +287,22 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     assert [r["trials_finished"] for r in manifest["study_runs"]] == [6]
     # the same command again: every trial is finished, so no file is rewritten (the manifest included)
     files = {p: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "study.db"}
+    stored = _dump(out / "study.db")  # its rows, not its bytes: sqlite may rewrite pages without changing a row
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--threads", "1"])
     assert {p: p.read_bytes() for p in files} == files
+    assert _dump(out / "study.db") == stored
     before = (out / "table.csv").read_text()
     shutil.rmtree(out / "runs")  # --report reads the storage, not the run directories, for the table
     study_mod.main(["toy_study", "--budget", "smoke", "--results-dir", str(tmp_path / "res"), "--report"])
     assert (out / "table.csv").read_text() == before
     assert len(json.loads((out / "manifest.json").read_text())["study_runs"]) == 1  # a redraw is not a run
+
+
+def _dump(db: Path) -> str:
+    import sqlite3
+
+    with closing(sqlite3.connect(db)) as con:
+        return "\n".join(con.iterdump())
 
 
 def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp_path):
