@@ -6,6 +6,7 @@ display (workers, CI, lent machines); modules that draw import ``plt`` from here
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -136,7 +137,8 @@ def metric_curves(data, path, title: str, x: str | None = None) -> None:
             ax.set_xlabel(CURVE_X[x], fontsize=7)
     if axes[0][len(grid[0]) - 1].get_legend() is not None:
         sns.move_legend(axes[0][len(grid[0]) - 1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.suptitle(f"{title}\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds", fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, 180)) + "\nEMA generator; line = mean over seeds, band = 95% bootstrap CI over seeds",
+                 fontsize=9)
     save_figure(fig, path, dpi=110)
 
 
@@ -245,7 +247,6 @@ def paired_effects(rows: list[dict], keys: list[str], path: Path, title: str, pe
     """A forest plot of each row's paired change against its own starting generator (mean and 95% interval over
     seeds), one panel per verdict metric and feature space (``per_row`` panels a row: one feature space each),
     rows top to bottom in the given order: a ladder of settings reads as a dose-response at a glance."""
-    import textwrap
 
     import numpy as np
 
@@ -286,7 +287,6 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
     the start averaged over every run). A bar with its diamond on the other side of 0 moves away from the data.
     ``models`` (label -> space -> shares, e.g. the teacher): hollow markers at model - start, the move towards
     that model's own class balance."""
-    import textwrap
 
     import numpy as np
 
