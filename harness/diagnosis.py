@@ -217,17 +217,11 @@ def change_table(rows: list[dict], keys: list[str], lead: list[tuple[str, Callab
 
 
 def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
+    at_kimg = any("at_kimg" in r for r in rows)  # rows read at a curve point say where
     lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
             # the same change can be tried in several studies (e.g. with each teacher): the study tells them apart
             ("study", lambda r: f"[{r['study']}]({r['study']}/table.md)"),
-            ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
-    return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
-
-
-def curve_hypotheses_table(rows: list[dict], keys: list[str]) -> str:
-    lead = [("hypothesis", lambda r: f"[{r['hypothesis']}](../docs/hypotheses.md#{r['hypothesis']})"),
-            ("study", lambda r: f"[{r['study']}]({r['study']}/table.md)"),
-            ("at kimg", lambda r: f"{r['at_kimg']:g}"),
+            *([("at kimg", lambda r: f"{r['at_kimg']:g}")] if at_kimg else []),
             ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
     return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
 
@@ -474,8 +468,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
     fill_rows = rows + curve_rows + [row for _, rs in reproductions + controls for row in rs]
     hyp_ns = sorted({e.n for h in spec["hypothesis"] if h.at_kimg is None
                      for r in records_of(h.study) if r.done for e in (r.start, r.final)})
-    curve_ns = sorted({e.n for h in spec["hypothesis"] if h.at_kimg is not None
-                       for r in at_kimg(records_of(h.study), h.at_kimg) if r.done for e in (r.start, r.final)})
+    curve_ns = sorted({int(v) for r in curve_rows for v in str(r.get("n") or "").split(",") if v})  # the rows' eval_n
     fig_dir = out.parent / "report"
     for stale in fig_dir.glob("fig*.png"):  # figures of an earlier spec would outlive their numbering
         stale.unlink()
@@ -506,7 +499,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
                 f"same batch), paired per seed on the same first n = {', '.join(map(str, curve_ns)) or '-'} evaluation "
                 "latents; the start is each seed's round-0 curve point at that n; intervals are t over seeds. "
                 "Placeholders name these rows' study as `study@KIMGkimg`.\n\n"
-                + curve_hypotheses_table(curve_rows, curve_keys) + "\n"] if curve_rows else []),
+                + hypotheses_table(curve_rows, curve_keys) + "\n"] if curve_rows else []),
              "## Figures\n\n" + ("\n".join(figures) if figures else "*(none)*\n"),
              seed000_section(),
              "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"
