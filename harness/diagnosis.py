@@ -63,6 +63,8 @@ from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, Evaluation, is_metric_key, key, verdict_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "studies" / "diagnosis" / "report.toml"
+HYPOTHESES_DOC = Path(__file__).resolve().parent.parent / "docs" / "hypotheses.md"
+DOC_INDEX_ROW = re.compile(r"^\| \[[^\]]+\]\(#([a-z0-9-]+)\) \|", re.M)  # a row of the doc's index table
 FIGURE_KINDS = ("curves", "samples", "diagnostics", "classes", "effects")
 PLACEHOLDER = re.compile(r"\{([^{}|]+)\|([^{}|]+)\|([^{}|]+)\}")
 
@@ -224,6 +226,23 @@ def hypotheses_table(rows: list[dict], keys: list[str]) -> str:
             *([("at kimg", lambda r: f"{r['at_kimg']:g}")] if at_kimg else []),
             ("change (vs its reference)", lambda r: f"`{r['variant']}` vs `{r['reference']}`")]
     return change_table(rows, keys, lead, "r_", "verdict_vs_ref", "verdict vs the reference")
+
+
+def documented_hypotheses(doc_text: str) -> list[str]:
+    """The hypotheses docs/hypotheses.md indexes (its table's first-column anchors), in the doc's order."""
+    return DOC_INDEX_ROW.findall(doc_text)
+
+
+def rowless_note(documented: list[str], rows: list[dict]) -> str:
+    """Which documented hypotheses have no row in the hypotheses tables, said under them: a cause left untested
+    by a one-change ablation must show, not vanish from the report."""
+    missing = [h for h in documented if h not in {r["hypothesis"] for r in rows}]
+    if not missing:
+        return f"Every hypothesis indexed in docs/hypotheses.md ({len(documented)}) has a row here.\n"
+    return (f"Indexed in docs/hypotheses.md but without a row here ({len(missing)} of {len(documented)}): "
+            + ", ".join(f"[{h}](../docs/hypotheses.md#{h})" for h in missing)
+            + ". No one-change ablation measured them; where the report speaks to them, it is through the controls "
+              "or a measurement of its own.\n")
 
 
 def run_dirs(results_dir: Path, patterns: list[str]) -> list[Path]:
@@ -446,7 +465,8 @@ def _repo_relative(path: Path) -> str:
         return str(path)
 
 
-def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) -> str:
+def write_report(spec_path: Path, results_dir: Path, out: Path, command: str,
+                 hypotheses_doc: Path = HYPOTHESES_DOC) -> str:
     t0 = time.time()
     spec = load_spec(spec_path)
     cache: dict[str, list[RunRecord]] = {}
@@ -491,7 +511,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str) ->
              "a row with another reference (e.g. one dose against the next) names it in the change column. "
              f"Paired per seed (same evaluation latents), final EMA generator at n = {', '.join(map(str, hyp_ns)) or '-'} "
              "in every feature space; mean [95% interval]; verdicts by the rule in docs/metrics.md. The study column "
-             "links each row's own table, whose header states its setting (preset, teacher, learning rates).\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n",
+             "links each row's own table, whose header states its setting (preset, teacher, learning rates).\n\n" + (hypotheses_table(rows, keys) if rows else "*(no hypothesis rows)*") + "\n\n"
+             + rowless_note(documented_hypotheses(hypotheses_doc.read_text()), rows + curve_rows),
              *(["## Hypotheses at equal generator updates\n\n"
                 "Two round strategies make different numbers of generator updates per round, so their final rows "
                 "compare different amounts of generator training. Here each change is read at the curve point where "

@@ -247,3 +247,27 @@ def test_a_control_at_lr_updates_reads_each_run_where_its_step_budget_is_reached
             (twice / copy / f).write_bytes((runs / "toy_lr=0.001_seed0" / f).read_bytes())
     with pytest.raises(SystemExit, match="are the same configuration .* and seed \\(0\\)"):
         diagnosis.reproduction_section({"name": "x", "title": "x", "runs": ["*"]}, twice)
+
+
+def test_hypotheses_the_doc_indexes_without_a_row_are_named_under_the_table(fixture_study, tmp_path):
+    doc = tmp_path / "hypotheses.md"
+    doc.write_text("| hypothesis | what | toggle |\n| --- | --- | --- |\n"
+                   "| [aux-init](#aux-init) | the aux net | `aux_init` |\n"
+                   "| [step-sizes](#step-sizes) | lrs | `lr_gen` |\n"
+                   "| [mode-seeking](#mode-seeking) | the divergence | toy |\n\n"
+                   "A line that links [elsewhere](#aux-init) is not an index row.\n")
+    assert diagnosis.documented_hypotheses(doc.read_text()) == ["aux-init", "step-sizes", "mode-seeking"]
+    spec = tmp_path / "report.toml"
+    spec.write_text(SPEC)
+    md = diagnosis.write_report(spec, fixture_study, tmp_path / "R.md", "test", hypotheses_doc=doc)
+    section = md.split("## Hypotheses: each change")[1].split("## Figures")[0]
+    # the fixture's one hypothesis (step-sizes) has rows; the other two are named, in the doc's order
+    assert ("without a row here (2 of 3): [aux-init](../docs/hypotheses.md#aux-init), "
+            "[mode-seeking](../docs/hypotheses.md#mode-seeking).") in section
+    doc.write_text("| [step-sizes](#step-sizes) | lrs | `lr_gen` |\n")
+    md = diagnosis.write_report(spec, fixture_study, tmp_path / "R.md", "test", hypotheses_doc=doc)
+    assert "Every hypothesis indexed in docs/hypotheses.md (1) has a row here." in md
+    # the repository's own doc indexes every hypothesis its report spec names
+    documented = diagnosis.documented_hypotheses(diagnosis.HYPOTHESES_DOC.read_text())
+    named = {h.name for h in diagnosis.load_spec(diagnosis.DEFAULT_SPEC)["hypothesis"]}
+    assert named <= set(documented) and len(documented) >= 15
