@@ -148,7 +148,7 @@ def plot_samples(trials: pd.DataFrame, path: Path, title: str, spec=None, result
         for _, t in group.sort_values("seed").iterrows():
             grids = sorted((Path(str(t.run_dir)) / "grids").glob("round_*.png")) if t.run_dir else []
             if len(grids) >= 2:
-                rows.append((f"{variant} (seed {t.seed})", grids[0], grids[-1]))
+                rows.append((f"{variant} (seed {t.seed:g})", grids[0], grids[-1]))
                 break
     references = []
     if spec is not None and results_dir is not None:
