@@ -13,7 +13,8 @@ The spec (TOML) names what the report is made of; every number in the report is 
   evidence and verdict (harness.verdicts). With ``at_kimg`` (e.g. 25.6) the rows compare the curve points at that
   many kimg of generator samples (evals.csv, n = eval_n) instead of the final evaluations, in a table of their own:
   two round strategies compared at equal generator updates rather than at equal rounds. Their placeholders name
-  the study as ``study@25.6kimg``.
+  the study as ``study@25.6kimg``. Under the table, every hypothesis docs/hypotheses.md indexes without a row is
+  named, so a cause left untested shows.
 * ``[[reproduction]]``: ``name`` (for the answer's placeholders), ``title``, ``runs`` (glob patterns of run directories under the results directory, e.g.
   ``di/runs/reference-gan-seed*``), optional ``note``: the failing configuration reproduced, one row per group of
   runs: its paired change against the starting generator (same seed, same latents) with 95% intervals, n_seeds,
