@@ -237,7 +237,8 @@ def documented_hypotheses(doc_text: str) -> list[str]:
 def rowless_note(documented: list[str], rows: list[dict]) -> str:
     """Which documented hypotheses have no row in the hypotheses tables, said under them: a cause left untested
     by a one-change ablation must show, not vanish from the report."""
-    missing = [h for h in documented if h not in {r["hypothesis"] for r in rows}]
+    with_rows = {r["hypothesis"] for r in rows}
+    missing = [h for h in documented if h not in with_rows]
     if not missing:
         return f"Every hypothesis indexed in docs/hypotheses.md ({len(documented)}) has a row here.\n"
     return (f"Indexed in docs/hypotheses.md but without a row here ({len(missing)} of {len(documented)}): "
