@@ -217,7 +217,9 @@ def before_after(rows: list[tuple[str, Path, Path]], references: list[tuple[str,
                 ax.set_title(cell[1], fontsize=7)
     right = "; right: reference samples" if references else ""
     fig.suptitle(f"{title}\nbefore and after: the same latents (seed of each row){right}", fontsize=9)
-    save_figure(fig, path, dpi=120)
+    # tight_layout alone lets the two-line title overlap the first row's panel titles; keep the top 0.5 inch for it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    save_figure(fig, path, dpi=120, tight_layout=False)
 
 
 def effect_panels(rows: list[dict], keys: list[str]) -> list[tuple[str, list[tuple[str, float, float, float]]]]:

@@ -68,3 +68,32 @@ def test_diagnostics_and_curves_plot_several_runs_concatenated(tmp_path):
     diagnostics(pd.concat([r for r, _ in runs]), tmp_path / "diag.png", "t", pd.concat([e for _, e in runs]))
     metric_curves(pd.concat([e for _, e in runs]), tmp_path / "curves.png", "t")
     assert (tmp_path / "diag.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_before_after_title_does_not_overlap_the_first_rows_panel_titles(tmp_path, monkeypatch):
+    """The sample grids' two-line figure title once sat on top of the first row's panel titles (tight_layout alone
+    ignores a suptitle); measured on the laid-out figure, just before it is written."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from harness import plots
+
+    png = tmp_path / "grid.png"
+    plt.imsave(png, np.zeros((16, 16)), cmap="gray")
+    measured = {}
+    write = plots.save_figure
+
+    def measure_then_write(fig, path, dpi, tight_layout=True):
+        if tight_layout:
+            fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        measured["title_bottom"] = fig._suptitle.get_window_extent(renderer).y0
+        measured["panels_top"] = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes if ax.get_title())
+        write(fig, path, dpi, tight_layout=False)
+
+    monkeypatch.setattr(plots, "save_figure", measure_then_write)
+    rows = [(f"fix=v{i} (seed 0)", png, png) for i in range(6)]
+    plots.before_after(rows, [("teacher", png)], tmp_path / "samples.png", "study [CPU budget]")
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert measured["title_bottom"] >= measured["panels_top"]
