@@ -23,7 +23,9 @@ The spec (TOML) names what the report is made of; every number in the report is 
   answer rather than reproduce the failure (e.g. the exact-score toy); a toy group also shows its final mode-mass
   TV against the sampling floor and its in-mode fraction. Its rows fill placeholders too. Either section takes an
   optional ``at_lr_updates`` (e.g. 0.006): each run is read at its curve point where lr_gen x generator updates
-  equals it, against its round-0 point (n = eval_n), so runs at different generator lrs compare at one step budget.
+  equals it, against its round-0 point (n = eval_n), so runs at different generator lrs compare at one step budget;
+  with ``from_lr_updates`` as well (smaller), against its point at that budget instead of round 0: what a run still
+  changes late in training (does a drift level off?), paired per seed on the same latents.
 * ``[[figure]]``: ``kind`` = ``curves`` | ``samples`` | ``diagnostics`` | ``classes`` (each class's share of the
   samples before and after, harness.class_balance; optional ``models``: shipped models whose class balance is
   drawn beside, from ``results/class_balance/``) | ``effects`` (a forest plot of each variant's paired change against
@@ -111,6 +113,10 @@ def load_spec(path: Path) -> dict:
         for r in raw.get(section, []):
             need(section, r, ("name", "title", "runs"))
             positive(section, r, "at_lr_updates")
+            positive(section, r, "from_lr_updates")
+            if "from_lr_updates" in r and not r["from_lr_updates"] < r.get("at_lr_updates", 0):
+                raise ReportSpecError(f"{path}: {section} {r['name']}: from_lr_updates needs a larger at_lr_updates, "
+                                      f"got {r['from_lr_updates']!r} -> {r.get('at_lr_updates')!r}")
     for f in raw.get("figure", []):
         need("figure", f, ("kind",))
         if f["kind"] not in FIGURE_KINDS:
@@ -156,17 +162,19 @@ def curve_point(evals: pd.DataFrame, column: str, value: float) -> Evaluation | 
                                                if is_metric_key(k) or k in TOY_METRICS})
 
 
-def curve_points(run_dir: Path, at: str, value: float) -> tuple[Evaluation | None, Evaluation | None]:
-    """A run's round-0 curve point and its point where ``at`` (``kimg``, or ``lr_updates``: lr_gen x generator
-    updates) equals ``value``. Every curve point of a seed scores the same first eval_n latents, so two runs of
-    one seed stay paired at any point."""
+def curve_points(run_dir: Path, at: str, value: float,
+                 since: float | None = None) -> tuple[Evaluation | None, Evaluation | None]:
+    """A run's round-0 curve point (or its point where ``at`` equals ``since``) and its point where ``at``
+    (``kimg``, or ``lr_updates``: lr_gen x generator updates) equals ``value``. Every curve point of a seed scores
+    the same first eval_n latents, so two points of one run, or two runs of one seed, stay paired."""
     path = Path(run_dir) / "evals.csv"
     if not path.is_file():
         return None, None
     evals = pd.read_csv(path)
     if at == "lr_updates":
         evals["lr_updates"] = lr_updates(evals["round"], Path(run_dir))
-    return curve_point(evals, "round", 0), curve_point(evals, at, value)
+    start = curve_point(evals, "round", 0) if since is None else curve_point(evals, at, since)
+    return start, curve_point(evals, at, value)
 
 
 def at_kimg(records: list[RunRecord], kimg: float) -> list[RunRecord]:
@@ -263,7 +271,7 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
     dirs = run_dirs(results_dir, rep["runs"])
     runs = [load_run(d) for d in dirs]
     if "at_lr_updates" in rep:
-        runs = [at_lr_updates(r, rep["at_lr_updates"]) for r in runs]
+        runs = [at_lr_updates(r, rep["at_lr_updates"], rep.get("from_lr_updates")) for r in runs]
     table, keys = aggregate(runs)
     rows = [r for r in table.to_dict("records") if r.get("kind") == "variant"]
     for r in rows:
@@ -273,7 +281,9 @@ def reproduction_section(rep: dict, results_dir: Path) -> tuple[str, list[dict]]
         lead += [(head, lambda r, c=col: fmt(r.get(c), r.get(f"{c}_lo"), r.get(f"{c}_hi"), ".3g"))
                  for head, col in (("final mode-mass TV", "mode_mass_tv"), ("its sampling floor", "mode_mass_tv_floor"),
                                    ("final in-mode fraction", "in_mode_fraction"))]
-    md = change_table(rows, keys, lead, "d_", "verdict", "verdict vs the starting generator")
+    since = rep.get("from_lr_updates")
+    md = change_table(rows, keys, lead, "d_", "verdict", "verdict vs the starting generator" if since is None
+                      else f"verdict vs its own point at lr_gen x updates = {since:g}")
     return (f"### {rep['title']}\n\n{rep.get('note', '').strip()} Start and final: {n_note(table, 'mmd2' in keys)}."
             f"\n\n{md}\n\nRun directories: "
             + ", ".join(f"`{d.relative_to(results_dir)}`" for d in dirs)
@@ -286,14 +296,15 @@ def placeholder_study(row: dict) -> str:
     return row["study"] if kimg is None else f"{row['study']}@{kimg:g}kimg"
 
 
-def at_lr_updates(run: dict, budget: float) -> dict:
-    """A loaded run (harness.report.load_run) with its curve points at round 0 and where lr_gen x generator updates
-    reaches ``budget`` as its start and final: runs at different generator lrs read at the same step budget. A run
-    without a curve point there counts as not completed."""
-    start, final = curve_points(Path(run["dir"]), "lr_updates", budget)
+def at_lr_updates(run: dict, budget: float, since: float | None = None) -> dict:
+    """A loaded run (harness.report.load_run) with its curve points at round 0 (or where lr_gen x generator updates
+    reaches ``since``) and where it reaches ``budget`` as its start and final: runs at different generator lrs read
+    at the same step budget. A run without a curve point at either counts as not completed."""
+    start, final = curve_points(Path(run["dir"]), "lr_updates", budget, since)
     done = run["summary"].get("status") == "completed" and start is not None and final is not None
+    missing = budget if final is None or since is None else since
     summary = {**run["summary"], "start": start.to_dict() if start else None, "final": final.to_dict() if final else None,
-               "status": "completed" if done else f"no curve point at lr_gen x updates = {budget:g}"}
+               "status": "completed" if done else f"no curve point at lr_gen x updates = {missing:g}"}
     return {**run, "summary": summary}
 
 

@@ -249,6 +249,33 @@ def test_a_control_at_lr_updates_reads_each_run_where_its_step_budget_is_reached
         diagnosis.reproduction_section({"name": "x", "title": "x", "runs": ["*"]}, twice)
 
 
+def test_a_control_from_lr_updates_pairs_two_late_points_of_each_run(fixture_study, tmp_path):
+    """``from_lr_updates``: each run's change between its own two curve points (not from round 0), so a row says
+    what a run still changed late in training; the table says which point it is compared with; a spec whose
+    from-point is not before its at-point, or has no at-point, is a one-line error."""
+    import pandas as pd
+
+    runs = fixture_study / "toy_study-smoke" / "runs"
+    lr = json.loads((runs / "toy_lr=0.001_seed0" / "config.json").read_text())["lr_gen"]
+    evals = {s: pd.read_csv(runs / f"toy_lr=0.001_seed{s}" / "evals.csv").set_index("round") for s in (0, 1)}
+    by_hand = sum(evals[s].mmd2[10] - evals[s].mmd2[5] for s in (0, 1)) / 2
+    from_zero = sum(evals[s].mmd2[10] - evals[s].mmd2[0] for s in (0, 1)) / 2
+    assert by_hand != pytest.approx(from_zero)  # else the test could not tell the two start points apart
+    rep = {"name": "late", "title": "late", "runs": ["toy_study-smoke/runs/toy_lr=0.001_seed*"],
+           "at_lr_updates": 10 * lr, "from_lr_updates": 5 * lr}
+    md, rows = diagnosis.reproduction_section(rep, fixture_study)
+    assert len(rows) == 1 and rows[0]["n_seeds"] == 2 and rows[0]["d_mmd2"] == pytest.approx(by_hand)
+    assert f"verdict vs its own point at lr_gen x updates = {5 * lr:g}" in md
+    missing = {**rep, "from_lr_updates": 7 * lr}  # no curve point at round 7
+    assert diagnosis.reproduction_section(missing, fixture_study)[1][0]["verdict"] == "no completed seed"
+    spec = tmp_path / "report.toml"
+    for extra, message in (("at_lr_updates = 0.01\nfrom_lr_updates = 0.01", "from_lr_updates needs a larger at_lr_updates"),
+                           ("from_lr_updates = 0.01", "from_lr_updates needs a larger at_lr_updates")):
+        spec.write_text(SPEC + f'\n[[control]]\nname = "b"\ntitle = "t"\nruns = ["toy_study-smoke/runs/*"]\n{extra}\n')
+        with pytest.raises(SystemExit, match=message):
+            diagnosis.main(["--spec", str(spec), "--results-dir", str(fixture_study), "--out", str(tmp_path / "R.md")])
+
+
 def test_hypotheses_the_doc_indexes_without_a_row_are_named_under_the_table(fixture_study, tmp_path):
     doc = tmp_path / "hypotheses.md"
     doc.write_text("| hypothesis | what | toggle |\n| --- | --- | --- |\n"
