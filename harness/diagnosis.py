@@ -517,7 +517,8 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str,
              "(paired per seed, same evaluation latents), final EMA generator in every feature space; mean "
              "[95% interval].\n\n" + ("\n".join(md for md, _ in reproductions) or "*(none)*\n"),
              *(["## Controls\n\nRuns that test the answer rather than reproduce the failure, against their own "
-                "starting generator; mean [95% interval].\n\n" + "\n".join(md for md, _ in controls)] if controls else []),
+                "starting generator (or, where a table's verdict column says so, an earlier curve point of the same "
+                "run); mean [95% interval].\n\n" + "\n".join(md for md, _ in controls)] if controls else []),
              "## Hypotheses: each change against its reference\n\n"
              "A fix is measured against the failing configuration it starts from (`fix=as_is`, "
              "`single_fix=as_reported`); a porting mistake against the faithful loop it is added to (`mistake=none`); "
