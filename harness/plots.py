@@ -131,7 +131,8 @@ def metric_curves(data, path, title: str, x: str | None = None) -> None:
                 continue
             col, label = row[j]
             last = i == 0 and j == len(row) - 1
-            sns.lineplot(data=data, x=x, y=col, hue="variant", errorbar=("ci", 95), marker="o", ax=ax, legend=last)
+            # seed=0: the bands are bootstraps; a fixed seed redraws an unchanged result byte for byte
+            sns.lineplot(data=data, x=x, y=col, hue="variant", errorbar=("ci", 95), marker="o", ax=ax, legend=last, seed=0)
             ax.set_title(f"{label}{n}", fontsize=8)
             ax.set_ylabel("")
             ax.set_xlabel(CURVE_X[x], fontsize=7)
@@ -177,18 +178,18 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     has_signal = evals is not None and "grad_signal" in getattr(evals, "columns", [])
     data = thin_rounds(data, ["aux - teacher loss", "gen_grad_norm"])
     fig, axes = plt.subplots(1, 4 if has_signal else 3, figsize=(19 if has_signal else 15, 3.8))
-    sns.lineplot(data=data, x="kimg", y="aux - teacher loss", hue="variant", errorbar=("ci", 95), ax=axes[0], legend=False)
+    sns.lineplot(data=data, x="kimg", y="aux - teacher loss", hue="variant", errorbar=("ci", 95), ax=axes[0], legend=False, seed=0)
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].set_title("aux loss - teacher loss, same batch (< 0: aux fits G better)", fontsize=8)
-    sns.lineplot(data=gap, x="sigma bin", y="score gap", hue="variant", style="phase", marker="o", ax=axes[1], legend=False)
+    sns.lineplot(data=gap, x="sigma bin", y="score gap", hue="variant", style="phase", marker="o", ax=axes[1], legend=False, seed=0)
     axes[1].set_yscale("log")
     axes[1].set_title("score gap E||s_q - s_p||^2 per sigma bin (solid: first 10% of rounds, dashed: last 10%)", fontsize=8)
     axes[1].tick_params(axis="x", labelrotation=30)
-    sns.lineplot(data=data, x="kimg", y="gen_grad_norm", hue="variant", errorbar=("ci", 95), ax=axes[2], legend=not has_signal)
+    sns.lineplot(data=data, x="kimg", y="gen_grad_norm", hue="variant", errorbar=("ci", 95), ax=axes[2], legend=not has_signal, seed=0)
     axes[2].set_yscale("log")
     axes[2].set_title("generator gradient norm (one batch)", fontsize=8)
     if has_signal:
-        sns.lineplot(data=evals, x="kimg", y="grad_signal", hue="variant", errorbar=("ci", 95), marker="o", ax=axes[3])
+        sns.lineplot(data=evals, x="kimg", y="grad_signal", hue="variant", errorbar=("ci", 95), marker="o", ax=axes[3], seed=0)
         axes[3].axhline(1, color="k", lw=0.6)
         axes[3].set_title("gradient signal: |mean of K batch gradients| / mean |one| x sqrt(K)", fontsize=8)
     legend_ax = axes[-1]

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,6 +69,24 @@ def test_diagnostics_and_curves_plot_several_runs_concatenated(tmp_path):
     diagnostics(pd.concat([r for r, _ in runs]), tmp_path / "diag.png", "t", pd.concat([e for _, e in runs]))
     metric_curves(pd.concat([e for _, e in runs]), tmp_path / "curves.png", "t")
     assert (tmp_path / "diag.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_curves_with_bootstrap_bands_are_byte_identical_when_drawn_twice(tmp_path):
+    """The 95% bands are seaborn bootstraps; unseeded, every regeneration of the report rewrote every figure's pixels
+    although no result had changed. Two draws of the same data must give the same file."""
+    from harness.plots import diagnostics, metric_curves
+
+    rng = np.random.default_rng(0)
+    evals = pd.DataFrame({"round": [0, 2, 4] * 6, "kimg": [0.0, 0.2, 0.4] * 6, "n": [100] * 18,
+                          "kid_vgg": rng.normal(8.0, 1.0, 18), "seed": np.repeat(range(6), 3), "variant": "a"})
+    rounds = pd.DataFrame({"round": [1, 2, 3] * 6, "kimg": [0.1, 0.2, 0.3] * 6, "aux_loss": rng.normal(2, 1, 18),
+                           "teacher_loss": rng.normal(2, 1, 18), "gen_grad_norm": rng.normal(2, 0.5, 18),
+                           "gap_s0-0.05": rng.normal(1, 0.2, 18), "seed": np.repeat(range(6), 3), "variant": "a"})
+    for name in ("one", "two"):
+        metric_curves(evals, tmp_path / f"curves-{name}.png", "t")
+        diagnostics(rounds, tmp_path / f"diag-{name}.png", "t")
+    assert (tmp_path / "curves-one.png").read_bytes() == (tmp_path / "curves-two.png").read_bytes()
+    assert (tmp_path / "diag-one.png").read_bytes() == (tmp_path / "diag-two.png").read_bytes()
 
 
 def test_before_after_title_does_not_overlap_the_first_rows_panel_titles(tmp_path, monkeypatch):
