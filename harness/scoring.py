@@ -186,7 +186,11 @@ class ScoredSet:
 @functools.lru_cache(maxsize=8)
 def _reference(space: str, directory: str | None) -> Reference:
     sp = feature_spaces.get(space)
-    network, _ = assets.load_network(sp.network_asset, directory)
+    # Building the classifier draws its initial weights from the global RNG before they are overwritten; only
+    # the first call in a process builds it (the cache), so without the fork a run's training stream depended
+    # on whether an earlier run in the same study worker had filled the cache.
+    with torch.random.fork_rng(devices=[]):
+        network, _ = assets.load_network(sp.network_asset, directory)
     bank = assets.load_raw(sp.bank_asset, directory)["state_dict"]
     return Reference(space, bank["features"], bank["labels"], network.eval())
 
