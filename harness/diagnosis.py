@@ -478,6 +478,17 @@ def _repo_relative(path: Path) -> str:
         return str(path)
 
 
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub (and most Markdown viewers) give a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def contents(parts: list[str]) -> str:
+    """A linked list of the report's sections (its ``## `` headings): the report runs to hundreds of lines."""
+    heads = [line[3:] for part in parts for line in part.splitlines() if line.startswith("## ")]
+    return "**Contents:** " + " · ".join(f"[{h.split(' (')[0]}](#{heading_anchor(h)})" for h in heads) + "\n"
+
+
 def write_report(spec_path: Path, results_dir: Path, out: Path, command: str,
                  hypotheses_doc: Path = HYPOTHESES_DOC) -> str:
     t0 = time.time()
@@ -539,6 +550,7 @@ def write_report(spec_path: Path, results_dir: Path, out: Path, command: str,
              seed000_section(),
              "## Reproduce\n\n" + "\n".join(f"- `{s}`: results/{s}/ (its manifest.json names the command)"
                                              for s in sorted(cache)) + "\n"]
+    parts.insert(2, contents(parts[2:]))
     md = "\n".join(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)

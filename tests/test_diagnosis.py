@@ -2,6 +2,7 @@
 filled from the measured rows, figures are drawn, and a bad spec is a one-line error."""
 
 import json
+import re
 
 import pytest
 
@@ -75,6 +76,10 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
                     "## Seed 000's Table 1 (theirs", "## Reproduce"):
         assert section in md, section
     assert "{" not in md.split("## The answer")[1].split("## Setup")[0]  # every placeholder filled, evidence's too
+    # the contents line links every section, in order, by the anchor its heading gets
+    heads = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    links = re.findall(r"\]\(#([^)]+)\)", md.split("## The question")[0])
+    assert links == [diagnosis.heading_anchor(h) for h in heads] and len(links) >= 9
     rows = __import__("pandas").read_csv(out.parent / "report" / "hypotheses.csv")
     assert set(rows.variant) == {"toy_lr=0.003", "toy_lr=0.0001"} and (rows.reference == "toy_lr=0.001").all()
     # each hypothesis row names the study it comes from, linked to that study's own table
@@ -95,6 +100,14 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
     assert f"{change:.3g}" in md.split("## What the evidence says")[1].split("## Setup")[0]  # the reproduction's too
     manifest = json.loads((out.parent / "report" / "manifest.json").read_text())
     assert manifest["config"]["studies"] == ["toy_study-smoke"] and "git_commit" in manifest
+
+
+def test_heading_anchors_follow_githubs_rule():
+    """Known answers: the anchors GitHub gives these headings of the report."""
+    assert diagnosis.heading_anchor("The failing configuration, reproduced") == "the-failing-configuration-reproduced"
+    assert diagnosis.heading_anchor("Hypotheses: each change against its reference") == "hypotheses-each-change-against-its-reference"
+    assert (diagnosis.heading_anchor("Seed 000's Table 1 (theirs: n=100, Inception features) - not measured here")
+            == "seed-000s-table-1-theirs-n100-inception-features---not-measured-here")
 
 
 def test_bad_specs_are_one_line_errors(fixture_study, tmp_path):
