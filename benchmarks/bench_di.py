@@ -22,9 +22,9 @@ import torch
 
 from harness import markdown
 from harness.config import preset
-from harness.di import DINets, aux_step, generator_step
+from harness.steps import DINets, aux_step, generator_step
 from harness.generators import OneStepGenerator
-from harness.loop import make_optimisers
+from harness.build import make_optimisers
 from harness.manifest import make_manifest, write_json
 from harness.networks import build
 from harness.pretrain import TEACHER_PRESETS

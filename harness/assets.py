@@ -68,16 +68,6 @@ def load_network(name: str, directory=None) -> tuple[torch.nn.Module, dict]:
     return net.eval(), raw["config"]
 
 
-def load_teacher(name: str, directory=None):
-    """Teacher asset by name ('edm', 'ddpm-huber', 'ddpm-mse'), in eval mode."""
-    from .teachers import build_teacher
-
-    raw = load_raw(f"teacher-{name}" if not name.startswith("teacher-") else name, directory)
-    teacher = build_teacher(raw["config"]["teacher"])
-    teacher.net.load_state_dict(raw["state_dict"])
-    return teacher.eval(), raw["config"]
-
-
 def load_feature_bank(directory=None) -> dict:
     """Evaluator features of the 10,000 test images: {'features': (N, D), 'labels': (N,)}."""
     raw = load_raw("feature-bank", directory)

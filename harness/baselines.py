@@ -27,7 +27,7 @@ from .feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
 from .manifest import git_commit, make_manifest, write_json
 from .plots import save_grid, save_grids_panel, save_metric_bars
 from .progress import progress_bar
-from .teachers import default_sampler_kwargs
+from .teachers import default_sampler_kwargs, load_teacher
 
 SEED000_SOURCE = "published: seed 000 Table 1 (their n=100, Inception features) - not measured here"
 SEED000_ROWS = [  # the student report's own numbers, kept only as labelled reference rows
@@ -42,7 +42,7 @@ INFO_COLUMNS = ["model", "entry", "source", "n_samples", "nfe", "ms_per_image", 
 def model_sampler(model: str, asset_dir=None):
     """(sample_fn(z), noise shape, nfe, sampler description) for a shipped model."""
     if model.startswith("teacher-"):
-        teacher, _ = assets.load_teacher(model, asset_dir)
+        teacher, _ = load_teacher(model, asset_dir)
         kwargs = default_sampler_kwargs(teacher)
         return (lambda z: teacher.sample(z, **kwargs)), (1, 28, 28), teacher.nfe(**kwargs), f"{teacher.kind} {kwargs}"
     generator, cfg = assets.load_network(model, asset_dir)

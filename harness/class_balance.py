@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-CLASS_HIST_FILE = "class_hist.json"
+from .run_dir import RunDir
 
 
 class ClassHistError(RuntimeError):
@@ -45,11 +45,11 @@ def _class_hists_of(images: torch.Tensor, refs) -> dict[str, list[float]]:
 def stored_class_hists(run_dir: Path) -> dict | None:
     """{"n", "start": {space: shares}, "final": {space: shares}} from summary.json or class_hist.json, else None."""
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    summary = RunDir(run_dir).read_summary() or {}
     start, final = (summary.get(w) or {} for w in ("start", "final"))
     if start.get("class_hists") and final.get("class_hists"):
         return {"n": final["n"], "start": start["class_hists"], "final": final["class_hists"]}
-    path = run_dir / CLASS_HIST_FILE
+    path = RunDir(run_dir).class_hist
     if not path.is_file():
         return None
     written = json.loads(path.read_text())
@@ -59,17 +59,18 @@ def stored_class_hists(run_dir: Path) -> dict | None:
 @torch.no_grad()
 def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     """Recompute a finished run's start and final histograms from its config and checkpoint (same latents as
-    its evaluations: harness.loop.Evaluator), and write them to class_hist.json with a manifest."""
+    its evaluations: harness.evaluator.Evaluator), and write them to class_hist.json with a manifest."""
     from .config import DIConfig
-    from .loop import Evaluator, build_nets
+    from .build import build_nets
+    from .evaluator import Evaluator
     from .manifest import make_manifest, write_json
 
     run_dir = Path(run_dir)
     t0 = time.time()
-    ckpt_path = run_dir / "checkpoint.pt"
-    if not (run_dir / "config.json").is_file() or not ckpt_path.is_file():
+    ckpt_path = RunDir(run_dir).checkpoint
+    if not RunDir(run_dir).config.is_file() or not ckpt_path.is_file():
         raise ClassHistError(f"{run_dir}: no class histograms stored and no config.json + checkpoint.pt to recompute them")
-    cfg = DIConfig.load(run_dir / "config.json")
+    cfg = DIConfig.load(RunDir(run_dir).config)
     if cfg.teacher == "toy-gmm":
         raise ClassHistError(f"{run_dir}: the toy has modes, not classes (see its mode-mass error)")
     torch.manual_seed(cfg.seed)  # build_nets draws fresh weights for an aux net from scratch; the same draw as training
@@ -83,7 +84,7 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     hists = {which: _class_hists_of(evaluator.samples(g, cfg.final_eval_n), evaluator.refs)
              for which, g in (("start", nets.generator), ("final", final_g))}
     out = {"n": cfg.final_eval_n, **hists}
-    write_json(run_dir / CLASS_HIST_FILE, {**out, "manifest": make_manifest(
+    write_json(RunDir(run_dir).class_hist, {**out, "manifest": make_manifest(
         command=f"python -m harness.class_balance {run_dir}", config=cfg.to_dict(), seed=cfg.seed,
         wall_s=time.time() - t0)})
     return out
@@ -171,7 +172,7 @@ def main(argv=None) -> None:
             return
     import glob
 
-    dirs = sorted({Path(d) for pat in args.runs for d in glob.glob(pat) if (Path(d) / "summary.json").is_file()})
+    dirs = sorted({Path(d) for pat in args.runs for d in glob.glob(pat) if RunDir(d).summary.is_file()})
     if not dirs:
         raise SystemExit(f"error: no finished run directory matches {' '.join(args.runs)}")
     from .progress import progress_bar

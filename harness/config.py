@@ -14,16 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-# Teachers, generators, weightings and sigma kinds are registries beside the code they build (adding one is one
-# entry there); validation reads their names. The tuples below are toggles of the one DI code path.
-FREEZE_ORDERS = ("reference", "clean", "independent_dropout", "teacher_eval")
-EPS_PORTS = ("exact", "sign_flipped", "no_sigma", "eps_as_score")
-GENERATOR_MODES = ("reference", "train", "eval")
-GENERATOR_RANGES = ("pm1", "01")
-EVAL_GENERATORS = ("ema", "raw")
-LR_DECAYS = ("none", "linear", "cosine")
-AUX_INITS = ("teacher", "scratch")
-AUX_LOSSES = ("edm", "teacher")
+# Every choice a field offers is the set of keys of one registry, kept beside the code that implements it (adding
+# a choice is one entry there); validation reads them (see ``choice_registries``).
 
 
 class ConfigError(ValueError):
@@ -87,6 +79,10 @@ class DIConfig:
     rounds: int = 200
     batch_size: int = 128
     seed: int = 0
+
+    objective: str = "di"
+    """What the generator step minimises (harness.objectives: one module per objective). ``di``: Diff-Instruct's
+    surrogate w(sigma) stopgrad(D_q - D_p) . x0 (the reference), with ``weighting`` and ``eps_port``."""
 
     # --- freeze / unfreeze order and gradient flow -----------------------------------------------
     freeze_order: str = "reference"
@@ -203,7 +199,7 @@ class DIConfig:
     raw G's follow its train-mode steps (the GAN presets copy them into the EMA)."""
     grad_signal_batches: int = 0
     """At every evaluation, measure the generator gradient on this many independent batches (0: off) and log
-    its noise floor (harness.diagnostics.gradient_signal); the run trains exactly as without it."""
+    its noise floor (harness.gradient_signal); the run trains exactly as without it."""
     eval_every: int = 50
     """Rounds between evaluations of the EMA generator (0: only at start and end)."""
     eval_n: int = 2000
@@ -219,41 +215,25 @@ class DIConfig:
         self.validate()
 
     def validate(self) -> None:
-        # The registries import torch: imported here, not at the top, so that reading presets and field docs (the
-        # CLIs' --help) stays fast.
-        from .generators import GENERATORS
-        from .teachers import TEACHERS
-        from .weightings import WEIGHTINGS
-
-        def choice(name, options):
+        registries = choice_registries()
+        for name, options in registries.items():
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+        from .aux_losses import AUX_LOSSES
+        from .objectives import OBJECTIVES
 
-        choice("teacher", TEACHERS)
-        choice("generator", GENERATORS)
-        choice("freeze_order", FREEZE_ORDERS)
-        choice("weighting", WEIGHTINGS)
-        choice("aux_init", AUX_INITS)
-        choice("aux_loss", AUX_LOSSES)
-        choice("eps_port", EPS_PORTS)
-        choice("generator_mode", GENERATOR_MODES)
-        choice("generator_range", GENERATOR_RANGES)
-        choice("eval_generator", EVAL_GENERATORS)
-        choice("aux_lr_decay", LR_DECAYS)
-        choice("toy_mode_weights", ("equal", "ramp"))
-        choice("toy_mode_stds", ("equal", "ramp"))
         if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
         if self.teacher == "toy-gmm" and self.aux_init == "teacher":
             raise ConfigError("the toy's teacher is analytic (no network to copy): use aux_init=scratch")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.teacher == "toy-gmm" and self.aux_loss == "teacher":
-            raise ConfigError("aux_loss=teacher needs a trained teacher; the toy's teacher is analytic")
-        for name in ("rounds", "batch_size", "aux_steps", "eval_n", "final_eval_n"):
+        if self.teacher == "toy-gmm" and AUX_LOSSES[self.aux_loss].needs_trained_teacher:
+            raise ConfigError(f"aux_loss={self.aux_loss} needs a trained teacher; the toy's teacher is analytic")
+        if OBJECTIVES[self.objective].needs_fake_score and self.aux_steps < 1:
+            raise ConfigError(f"aux_steps must be >= 1 (objective {self.objective} fits a fake score), got {self.aux_steps}")
+        for name in ("rounds", "batch_size", "eval_n", "final_eval_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gen_steps", "aux_warmup_steps", "eval_every", "threads", "grad_signal_batches"):
+        for name in ("aux_steps", "gen_steps", "aux_warmup_steps", "eval_every", "threads", "grad_signal_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr_aux", "lr_gen", "init_sigma"):
@@ -309,6 +289,29 @@ class DIConfig:
 
 # Fields that change how fast a run goes, not what it computes (beyond float reordering).
 SPEED_ONLY_FIELDS = ("threads", "ckpt_every_s")
+
+
+def choice_registries() -> dict[str, dict]:
+    """Each field that names a choice -> the registry whose keys are its allowed values. The registries import
+    torch: imported here, when a config is validated, not at the top, so that reading presets and field docs (the
+    CLIs' --help) stays fast."""
+    from .aux_losses import AUX_LOSSES
+    from .build import AUX_INITS, DEVICES
+    from .eps_ports import EPS_PORTS
+    from .evaluator import EVAL_GENERATORS
+    from .generators import GENERATORS
+    from .modes import FREEZE_ORDERS, GENERATOR_MODES, GENERATOR_RANGES
+    from .objectives import OBJECTIVES
+    from .schedules import LR_DECAYS
+    from .teachers import TEACHERS
+    from .toy import MODE_STDS, MODE_WEIGHTS
+    from .weightings import WEIGHTINGS
+
+    return {"teacher": TEACHERS, "generator": GENERATORS, "objective": OBJECTIVES, "freeze_order": FREEZE_ORDERS,
+            "weighting": WEIGHTINGS, "aux_init": AUX_INITS, "aux_loss": AUX_LOSSES, "eps_port": EPS_PORTS,
+            "generator_mode": GENERATOR_MODES, "generator_range": GENERATOR_RANGES, "eval_generator": EVAL_GENERATORS,
+            "aux_lr_decay": LR_DECAYS, "toy_mode_weights": MODE_WEIGHTS, "toy_mode_stds": MODE_STDS,
+            "device": DEVICES}
 
 
 def field_docs() -> dict[str, str]:

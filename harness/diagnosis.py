@@ -48,7 +48,6 @@ Seed 000's Table 1 appears only in its own section, labelled as theirs.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -62,6 +61,7 @@ import pandas as pd
 from . import markdown
 from .comparison import TOY_METRICS, RunRecord, fmt, metric_keys, n_note, seeds_cell, spaces_of, variant_rows
 from .config import DIConfig
+from .run_dir import EVALS, ROUNDS, RunDir
 from .manifest import git_commit, make_manifest, write_json
 from .scoring import METRICS, Evaluation, is_metric_key, key, verdict_metrics
 
@@ -167,7 +167,7 @@ def curve_points(run_dir: Path, at: str, value: float,
     """A run's round-0 curve point (or its point where ``at`` equals ``since``) and its point where ``at``
     (``kimg``, or ``lr_updates``: lr_gen x generator updates) equals ``value``. Every curve point of a seed scores
     the same first eval_n latents, so two points of one run, or two runs of one seed, stay paired."""
-    path = Path(run_dir) / "evals.csv"
+    path = RunDir(run_dir).evals
     if not path.is_file():
         return None, None
     evals = pd.read_csv(path)
@@ -257,7 +257,7 @@ def rowless_note(documented: list[str], rows: list[dict]) -> str:
 
 def run_dirs(results_dir: Path, patterns: list[str]) -> list[Path]:
     """Finished run directories matching the glob patterns (relative to the results directory), sorted."""
-    found = sorted({p for pat in patterns for p in Path(results_dir).glob(pat) if (p / "summary.json").is_file()})
+    found = sorted({p for pat in patterns for p in Path(results_dir).glob(pat) if RunDir(p).summary.is_file()})
     if not found:
         raise ReportSpecError(f"no finished run directory matches {', '.join(patterns)} under {results_dir}")
     return found
@@ -391,7 +391,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
         source = fig.get("name", fig["study"])
     name = f"fig{index}-{fig['kind']}-{source}.png"
     path = out_dir / name
-    frames = {"evals.csv": [], "rounds.csv": []}
+    frames = {EVALS: [], ROUNDS: []}
     drawn = []  # the records a curves or diagnostics figure draws: those with logs
     for r in records:
         logs = [(acc, Path(str(r.run_dir or "")) / f) for f, acc in frames.items()]
@@ -404,15 +404,15 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
             acc.append(df)
         if logs:
             drawn.append(r)
-    if fig["kind"] == "curves" and frames["evals.csv"]:
-        metric_curves(pd.concat(frames["evals.csv"]), path, fig.get("caption", source), fig.get("x"))
-    elif fig["kind"] == "diagnostics" and frames["rounds.csv"]:
-        diagnostics(pd.concat(frames["rounds.csv"]), path, fig.get("caption", source),
-                    pd.concat(frames["evals.csv"]) if frames["evals.csv"] else None)
+    if fig["kind"] == "curves" and frames[EVALS]:
+        metric_curves(pd.concat(frames[EVALS]), path, fig.get("caption", source), fig.get("x"))
+    elif fig["kind"] == "diagnostics" and frames[ROUNDS]:
+        diagnostics(pd.concat(frames[ROUNDS]), path, fig.get("caption", source),
+                    pd.concat(frames[EVALS]) if frames[EVALS] else None)
     elif fig["kind"] == "samples":  # each variant's lowest seed: its first and last grid (the same latents)
         rows, shown = [], set()
         for r in sorted(records, key=lambda r: (r.variant, r.seed)):
-            grids = sorted((Path(str(r.run_dir or "")) / "grids").glob("round_*.png"))
+            grids = RunDir(str(r.run_dir or "")).grid_files()
             if len(grids) >= 2 and r.variant not in shown:
                 shown.add(r.variant)
                 rows.append((f"{r.variant} (seed {r.seed})", grids[0], grids[-1]))
@@ -457,7 +457,7 @@ def figure(fig: dict, results_dir: Path, out_dir: Path, index: int, records_of) 
 
 def lr_updates(rounds: pd.Series, run_dir: Path) -> pd.Series:
     """lr_gen x the generator updates made by each round (gen_steps per round; the generator lr is constant)."""
-    cfg = DIConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = DIConfig.load(RunDir(run_dir).config)
     return rounds * cfg.gen_steps * cfg.lr_gen
 
 

@@ -161,7 +161,7 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     generator's gradient norm; the gradient signal (1: pure estimator noise; sqrt(K): every batch agrees)."""
     import seaborn as sns
 
-    from .di import SIGMA_BIN_NAMES
+    from .objectives.di import SIGMA_BIN_NAMES
 
     # callers concatenate runs' CSVs, so row labels repeat; seaborn needs them unique
     data = rounds.reset_index(drop=True)

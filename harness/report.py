@@ -21,6 +21,7 @@ import pandas as pd
 from .config import SPEED_ONLY_FIELDS, DIConfig
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import make_manifest, write_json
+from .run_dir import RunDir
 from .scoring import Evaluation
 # Fields that do not change what is computed (bookkeeping, speed): never part of a variant's name.
 NOT_A_VARIANT = {"seed", "preset", "rounds", *SPEED_ONLY_FIELDS, "eval_every", "eval_n", "final_eval_n", "inference_frozen",
@@ -34,7 +35,7 @@ def varying_fields(configs: list[dict]) -> list[str]:
 
 def load_run(run_dir: Path) -> dict | None:
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
+    summary_path = RunDir(run_dir).summary
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
@@ -43,7 +44,7 @@ def load_run(run_dir: Path) -> dict | None:
             raise SystemExit(f"error: {run_dir} was written before start/final evaluations carried values and "
                              f"half-samples (n = final_eval_n, every feature space); re-run it with the same command")
     # through DIConfig: a run written before a field existed gets that field's (reference) default
-    config = DIConfig.from_dict(json.loads((run_dir / "config.json").read_text())).to_dict()
+    config = DIConfig.load(RunDir(run_dir).config).to_dict()
     return {"dir": str(run_dir), "summary": summary, "config": config}
 
 
@@ -85,7 +86,7 @@ def curves(runs: list[dict], path: Path, title: str) -> None:
     frames = []
     varying = varying_fields([r["config"] for r in runs])
     for r in runs:
-        evals = Path(r["dir"]) / "evals.csv"
+        evals = RunDir(r["dir"]).evals
         if evals.is_file():
             df = pd.read_csv(evals)
             df["variant"] = variant_name(r["config"], varying)

@@ -99,14 +99,17 @@ def edm_loss_weight(sigma: torch.Tensor, sigma_data: float = SIGMA_DATA) -> torc
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
+# Registry: DIConfig.aux_lr_decay -> the multiplier on the base learning rate at (round_idx, rounds).
+LR_DECAYS = {
+    "none": lambda round_idx, rounds: 1.0,
+    "linear": lambda round_idx, rounds: 1.0 - round_idx / max(rounds, 1),  # 1 down to 1/rounds at the last round
+    "cosine": lambda round_idx, rounds: 0.5 * (1.0 + math.cos(math.pi * round_idx / max(rounds, 1))),  # towards 0
+}
+
+
 def lr_decay_factor(kind: str, round_idx: int, rounds: int) -> float:
     """Multiplier on a base learning rate at round ``round_idx`` of ``rounds``: ``none`` 1; ``linear`` from 1 down
     to 1/rounds at the last round; ``cosine`` half a cosine from 1 towards 0."""
-    if kind == "none":
-        return 1.0
-    frac = round_idx / max(rounds, 1)
-    if kind == "linear":
-        return 1.0 - frac
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * frac))
-    raise ValueError(kind)
+    if kind not in LR_DECAYS:  # guarded by config validation
+        raise ValueError(kind)
+    return LR_DECAYS[kind](round_idx, rounds)

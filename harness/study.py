@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     if not args.report:
         try:  # the whole spec is checked before any work, here or by --run-cells on another machine
-            from .loop import check_assets
+            from .build import check_assets
 
             for value_cfg in all_value_configs(spec, budget):
                 check_assets(value_cfg)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from .manifest import git_commit, make_manifest, write_json
+from .run_dir import EVALS, ROUNDS, RunDir
 from .scoring import Evaluation, is_metric_key
 from .study_spec import objective_name, variant_label
 
@@ -128,7 +129,7 @@ def plot_diagnostics(trials: pd.DataFrame, path: Path, title: str) -> None:
 
     rounds, evals = [], []
     for _, t in trials.iterrows():
-        for name, frames in (("rounds.csv", rounds), ("evals.csv", evals)):
+        for name, frames in ((ROUNDS, rounds), (EVALS, evals)):
             f = Path(str(t.run_dir)) / name
             if t.run_dir and f.is_file():
                 df = pd.read_csv(f)
@@ -146,7 +147,7 @@ def plot_samples(trials: pd.DataFrame, path: Path, title: str, spec=None, result
     rows = []
     for variant, group in trials.groupby("variant", sort=False):
         for _, t in group.sort_values("seed").iterrows():
-            grids = sorted((Path(str(t.run_dir)) / "grids").glob("round_*.png")) if t.run_dir else []
+            grids = RunDir(str(t.run_dir)).grid_files() if t.run_dir else []
             if len(grids) >= 2:
                 rows.append((f"{variant} (seed {t.seed:g})", grids[0], grids[-1]))
                 break
@@ -265,7 +266,7 @@ def _trial_commits(trials: pd.DataFrame) -> list[str]:
     """The git commits the trials' runs recorded (from each run directory's summary.json)."""
     commits = set()
     for run_dir in trials.get("run_dir", pd.Series(dtype=object)).dropna():
-        summary = Path(run_dir) / "summary.json"
+        summary = RunDir(run_dir).summary
         if summary.is_file():
             commits.add(json.loads(summary.read_text()).get("manifest", {}).get("git_commit", "unknown"))
     return sorted(commits)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .run_dir import RunDir
 from .study_growth import grow_study, grown_params, restore_interrupted_growth, stored_choices, widened_choices
 from .study_spec import (SPEC_ROOT_ENV, SpecError, StudySpec, build_config, cell_key, cell_selected, grid_cells,
                          load_study, objective_key, objective_name, select_cells, variant_label)
@@ -334,7 +335,7 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
     trial.set_user_attr("status", status)
     if reason:
         trial.set_user_attr("reason", reason)
-    summary_path = run_dir / "summary.json"
+    summary_path = RunDir(run_dir).summary
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         for prefix, evaluation in (("", summary.get("final")), ("start_", summary.get("start"))):
@@ -350,7 +351,7 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
                 trial.set_user_attr(k, summary[k])
         trial.set_user_attr("wall_s", summary.get("wall_s"))
         trial.set_user_attr("rounds_done", summary.get("rounds_done"))
-    rounds = run_dir / "rounds.csv"
+    rounds = RunDir(run_dir).rounds
     if rounds.is_file():
         import pandas as pd
 
@@ -358,12 +359,12 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
         if len(df):
             tail = df.tail(max(1, len(df) // 10))
             trial.set_user_attr("score_gap", float(tail["score_gap"].mean()))
-    evals = run_dir / "evals.csv"
+    evals = RunDir(run_dir).evals
     if evals.is_file():
         import pandas as pd
 
         trial.set_user_attr("evals", json.loads(pd.read_csv(evals).to_json(orient="records")))
-    grids = sorted((run_dir / "grids").glob("round_*.png"))
+    grids = RunDir(run_dir).grid_files()
     if grids:
         trial.set_user_attr("samples", str(grids[-1]))
 

@@ -22,7 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import schedules
-from .assets import load_teacher
+from .assets import load_raw
 from .networks import build
 from .schedules import SIGMA_DATA
 from .toy import GMMTeacher, MLPDenoiser
@@ -183,6 +183,14 @@ def build_teacher(spec: dict) -> EDMTeacher | DDPMTeacher:
     return TEACHER_KINDS[spec["kind"]](net, spec)
 
 
+def load_teacher(name: str, directory=None):
+    """Teacher asset by name ('edm', 'ddpm-huber', 'ddpm-mse'), in eval mode."""
+    raw = load_raw(f"teacher-{name}" if not name.startswith("teacher-") else name, directory)
+    teacher = build_teacher(raw["config"]["teacher"])
+    teacher.net.load_state_dict(raw["state_dict"])
+    return teacher.eval(), raw["config"]
+
+
 def default_sampler_kwargs(teacher) -> dict:
     """The sampler each teacher is evaluated with in the baseline table."""
     return {"steps": 18, "sampler": "heun"} if teacher.kind == "edm" else {"steps": 50, "sampler": "ddim"}
@@ -196,6 +204,7 @@ def default_sampler_kwargs(teacher) -> dict:
 class NamedTeacher:
     load: Callable  # (cfg, asset_dir) -> (D_p in eval mode, a builder of an untrained denoiser of its architecture)
     asset: str | None = None  # the shipped checkpoint it loads
+    analytic: bool = False  # an exact score (the toy): no network, no feature spaces, scored by its own metrics
 
 
 def _shipped_teacher(name: str) -> NamedTeacher:
@@ -215,5 +224,5 @@ TEACHERS = {
     "edm": _shipped_teacher("edm"),
     "ddpm-huber": _shipped_teacher("ddpm-huber"),  # seed 000's
     "ddpm-mse": _shipped_teacher("ddpm-mse"),
-    "toy-gmm": NamedTeacher(_toy_teacher),  # analytic: the exact-score toy (harness.toy)
+    "toy-gmm": NamedTeacher(_toy_teacher, analytic=True),  # analytic: the exact-score toy (harness.toy)
 }

@@ -20,23 +20,29 @@ from torch import nn
 from .schedules import SIGMA_DATA
 
 
+# Registries of the toy's target (DIConfig.toy_mode_stds / toy_mode_weights): name -> (K, std) -> s_k or (K,) -> pi_k.
+MODE_STDS = {
+    "equal": lambda num_modes, std: torch.full((num_modes,), std),
+    "ramp": lambda num_modes, std: torch.linspace(0.5 * std, 1.5 * std, num_modes),  # std/2 .. 3 std/2, mean std
+}
+MODE_WEIGHTS = {
+    "equal": lambda num_modes: torch.ones(num_modes),
+    "ramp": lambda num_modes: torch.arange(1, num_modes + 1, dtype=torch.float32),  # proportional to k = 1..K
+}
+
+
 def mode_stds(kind: str, num_modes: int, std: float) -> torch.Tensor:
     """s_k: ``equal`` (std each) or ``ramp`` (linear from std/2 to 3 std/2, mean std)."""
-    if kind == "equal":
-        return torch.full((num_modes,), std)
-    if kind == "ramp":
-        return torch.linspace(0.5 * std, 1.5 * std, num_modes)
-    raise ValueError(f"toy mode stds must be equal or ramp, got {kind!r}")
+    if kind not in MODE_STDS:
+        raise ValueError(f"toy mode stds must be one of {', '.join(MODE_STDS)}, got {kind!r}")
+    return MODE_STDS[kind](num_modes, std)
 
 
 def mode_weights(kind: str, num_modes: int) -> torch.Tensor:
     """pi_k: ``equal`` (1/K each) or ``ramp`` (proportional to k = 1..K)."""
-    if kind == "equal":
-        w = torch.ones(num_modes)
-    elif kind == "ramp":
-        w = torch.arange(1, num_modes + 1, dtype=torch.float32)
-    else:
-        raise ValueError(f"toy mode weights must be equal or ramp, got {kind!r}")
+    if kind not in MODE_WEIGHTS:
+        raise ValueError(f"toy mode weights must be one of {', '.join(MODE_WEIGHTS)}, got {kind!r}")
+    w = MODE_WEIGHTS[kind](num_modes)
     return w / w.sum()
 
 

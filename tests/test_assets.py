@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness import assets
+from harness import assets, teachers
 from harness.teachers import default_sampler_kwargs
 
 SHIPPED = ["teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong", "gan-wide", "evaluator", "feature-bank"]
@@ -34,7 +34,7 @@ def test_assets_are_plain_state_dicts():
 
 @pytest.mark.parametrize("name", ["edm", "ddpm-huber", "ddpm-mse"])
 def test_teachers_load_and_sample(name):
-    teacher, cfg = assets.load_teacher(name)
+    teacher, cfg = teachers.load_teacher(name)
     assert not teacher.training
     x = teacher.sample(torch.randn(2, 1, 28, 28), **{**default_sampler_kwargs(teacher), "steps": 4})
     assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
@@ -52,4 +52,4 @@ def test_gans_load_and_generate(name):
 
 def test_missing_asset_is_a_clear_error(tmp_path):
     with pytest.raises(assets.AssetNotFoundError, match="python -m harness.pretrain"):
-        assets.load_teacher("edm", tmp_path)
+        teachers.load_teacher("edm", tmp_path)

@@ -46,7 +46,7 @@ def test_histograms_are_recomputed_from_the_checkpoint_as_the_run_drew_them(tiny
     assert class_balance.stored_class_hists(tiny_run) is None
     again = class_balance.class_hists(tiny_run)
     assert again == stored  # same latents, same EMA generator: the same predicted classes
-    written = json.loads((tiny_run / class_balance.CLASS_HIST_FILE).read_text())
+    written = json.loads((tiny_run / "class_hist.json").read_text())
     assert written["final"] == stored["final"] and "git_commit" in written["manifest"]
     assert class_balance.stored_class_hists(tiny_run) == stored  # read back, not recomputed
 

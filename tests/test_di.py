@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness import di, noise_levels, schedules, weightings
+from harness import noise_levels, schedules, steps, weightings
+from harness.objectives.di import bin_score_gap
 from harness.config import DIConfig, NoiseDist, apply_overrides
 from harness.networks import build
 from harness.teachers import EDMTeacher
@@ -41,7 +42,7 @@ def make_nets(seed=0, perturb_aux=True):
                 p.add_(0.02 * torch.randn_like(p))
     teacher.eval().requires_grad_(False)
     gen = LinearGenerator().double()
-    return di.DINets(generator=gen, aux=aux.train(), teacher=teacher, latent_shape=(LATENT,))
+    return steps.DINets(generator=gen, aux=aux.train(), teacher=teacher, latent_shape=(LATENT,))
 
 
 def fixed_inputs(seed=1):
@@ -55,7 +56,7 @@ def fixed_inputs(seed=1):
 def gen_step(cfg, nets, z, sigma, noise, rng_seed=123):
     opt = torch.optim.Adam(nets.generator.parameters(), lr=0.0, betas=cfg.betas_gen)  # lr 0: inspect grads only
     torch.manual_seed(rng_seed)
-    return di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+    return steps.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
 
 
 def hand_gradient(nets, z, sigma, noise, weights, rng_seed=123, shared_masks=True):
@@ -146,7 +147,7 @@ def test_clean_leaves_teacher_and_rng_untouched_and_uses_eval_mode():
     nets.aux.net.register_forward_hook(lambda m, i, o: seen.append(("aux", m.training)))
     torch.manual_seed(5)
     rng = torch.get_rng_state()
-    di.generator_step(DIConfig(freeze_order="clean"), nets, torch.optim.Adam(nets.generator.parameters(), lr=0.0), z, sigma, noise)
+    steps.generator_step(DIConfig(freeze_order="clean"), nets, torch.optim.Adam(nets.generator.parameters(), lr=0.0), z, sigma, noise)
     assert torch.equal(torch.get_rng_state(), rng)  # no dropout randomness consumed
     assert seen == [("teacher", False), ("aux", False)]
     assert all(torch.equal(before[k], v) for k, v in nets.teacher.state_dict().items())
@@ -156,7 +157,7 @@ def test_clean_leaves_teacher_and_rng_untouched_and_uses_eval_mode():
     nets2.teacher.net.register_forward_hook(lambda m, i, o: seen2.append(("teacher", m.training)))
     nets2.aux.net.register_forward_hook(lambda m, i, o: seen2.append(("aux", m.training)))
     torch.manual_seed(5)
-    di.generator_step(DIConfig(), nets2, torch.optim.Adam(nets2.generator.parameters(), lr=0.0), z, sigma, noise)
+    steps.generator_step(DIConfig(), nets2, torch.optim.Adam(nets2.generator.parameters(), lr=0.0), z, sigma, noise)
     assert not torch.equal(torch.get_rng_state(), rng)
     assert seen2 == [("teacher", True), ("aux", True)]
     assert not nets2.teacher.training  # net.eval() after the loss, as in the release
@@ -204,7 +205,7 @@ def test_stale_aux_gradients_leak_only_without_zero_grad():
         stale = [p.grad.clone() for p in nets.aux.parameters()]
         opt = torch.optim.SGD(nets.aux.parameters(), lr=0.0)
         torch.manual_seed(9)
-        di.aux_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+        steps.aux_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
         results[zero] = ([p.grad.clone() for p in nets.aux.parameters()], stale)
     (clean, _), (dirty, stale) = results[True], results[False]
     for c, d, s in zip(clean, dirty, stale):
@@ -219,7 +220,7 @@ def test_aux_step_edm_loss_value_and_generator_eval_mode():
     nets.generator.register_forward_hook(lambda m, i, o: seen.append(m.training))
     opt = torch.optim.SGD(nets.aux.parameters(), lr=0.0)
     torch.manual_seed(4)
-    stats = di.aux_step(DIConfig(), nets, opt, z, sigma=sigma, noise=noise)
+    stats = steps.aux_step(DIConfig(), nets, opt, z, sigma=sigma, noise=noise)
     assert seen == [False] and nets.generator.training  # G.eval() to sample, G.train() after
     with torch.no_grad():
         x0 = nets.generator(z)
@@ -234,7 +235,7 @@ def test_aux_step_edm_loss_value_and_generator_eval_mode():
 def test_nan_cleanup_replaces_non_finite_grads():
     p = nn.Parameter(torch.zeros(3))
     p.grad = torch.tensor([float("nan"), float("inf"), -float("inf")])
-    di.clean_grads_([p])
+    steps.clean_grads_([p])
     assert p.grad.tolist() == [0.0, 1e5, -1e5]
 
 
@@ -272,7 +273,7 @@ def test_vp_t_sigma_inverse():
 def test_score_gap_bins():
     gap = torch.tensor([1.0, 3.0, 10.0])
     sig = torch.tensor([0.01, 0.02, 3.0])
-    out = di.bin_score_gap(gap, sig)
+    out = bin_score_gap(gap, sig)
     assert out["gap_s0-0.05"] == 2.0 and out["gap_s2-5"] == 10.0 and math.isnan(out["gap_s0.5-1"])
 
 
@@ -363,10 +364,10 @@ def test_gen_zero_grad_off_adds_the_previous_gradient():
     cfg = DIConfig(gen_zero_grad=False)
     opt = torch.optim.SGD(nets.generator.parameters(), lr=0.0)
     torch.manual_seed(123)
-    di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+    steps.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
     first = nets.generator.lin.weight.grad.clone()
     torch.manual_seed(123)
-    di.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
+    steps.generator_step(cfg, nets, opt, z, sigma=sigma, noise=noise)
     assert torch.allclose(nets.generator.lin.weight.grad, 2 * first, rtol=1e-10)
 
 
@@ -379,7 +380,7 @@ def test_undetached_aux_batch_leaks_the_aux_loss_into_the_generator_gradient():
         nets = make_nets()
         cfg = DIConfig(aux_batch_detach=detach, gen_zero_grad=zero)
         torch.manual_seed(4)
-        di.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
+        steps.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
         leaked = None if nets.generator.lin.weight.grad is None else nets.generator.lin.weight.grad.clone()
         gen_step(cfg, nets, z, sigma, noise)
         results[(detach, zero)] = (leaked, nets.generator.lin.weight.grad.clone())
@@ -398,7 +399,7 @@ def test_generator_mode_sets_train_or_eval_in_both_steps():
         nets.generator.register_forward_hook(lambda m, i, o: seen.append(m.training))
         cfg = DIConfig(generator_mode=mode)
         torch.manual_seed(4)
-        di.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
+        steps.aux_step(cfg, nets, torch.optim.SGD(nets.aux.parameters(), lr=0.0), z, sigma=sigma, noise=noise)
         gen_step(cfg, nets, z, sigma, noise)
         assert seen == expected, mode
 
@@ -435,7 +436,7 @@ def test_ddpm_discrete_sigma_is_a_uniform_step_of_the_linear_schedule():
 
 
 def test_gradient_signal_leaves_the_run_untouched_and_reads_pure_noise_as_about_one():
-    from harness.diagnostics import gradient_signal
+    from harness.gradient_signal import gradient_signal
 
     nets = make_nets()
     cfg = DIConfig()

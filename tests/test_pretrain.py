@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import assets, pretrain
+from harness import assets, pretrain, teachers
 from tests.conftest import requires_data
 
 pytestmark = requires_data
@@ -32,7 +32,7 @@ def test_each_job_trains_and_writes_a_loadable_asset(job, tmp_path):
         assert key in entry, key
     assert entry["config"]["steps"] == 3
     if job[0] == "teacher":
-        teacher, _ = assets.load_teacher(job[1], tmp_path / "assets")
+        teacher, _ = teachers.load_teacher(job[1], tmp_path / "assets")
         x = torch.randn(2, 1, 28, 28)
         assert teacher.denoise(x, torch.tensor([0.5, 2.0])).shape == x.shape
     else:

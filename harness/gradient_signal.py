@@ -14,7 +14,7 @@ import math
 import torch
 
 from .config import DIConfig
-from .di import DINets, generator_step, restore_rng, save_rng
+from .steps import DINets, generator_step, restore_rng, save_rng
 
 
 def gradient_signal(cfg: DIConfig, nets: DINets, batches: int = 8) -> dict[str, float]:
