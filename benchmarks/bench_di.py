@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from harness import markdown
-from harness.config import preset
-from harness.steps import DINets, aux_step, generator_step
-from harness.generators import OneStepGenerator
-from harness.build import make_optimisers
-from harness.manifest import make_manifest, write_json
-from harness.networks import build
-from harness.pretrain import TEACHER_PRESETS
-from harness.teachers import build_teacher, edm_denoising_loss
+from harness.common import markdown
+from harness.method.config import preset
+from harness.method.steps import DINets, aux_step, generator_step
+from harness.method.generators import OneStepGenerator
+from harness.method.build import make_optimisers
+from harness.common.manifest import make_manifest, write_json
+from harness.method.networks import build
+from harness.testbed.pretrain import TEACHER_PRESETS
+from harness.method.teachers import build_teacher, edm_denoising_loss
 
 
 def median_time(fn, repeats: int) -> float:

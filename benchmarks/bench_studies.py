@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.manifest import make_manifest, write_json
-from harness.comparison import markdown_table
-from harness.study_spec import available_studies
+from harness.common.manifest import make_manifest, write_json
+from harness.reporting.comparison import markdown_table
+from harness.study.spec import available_studies
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from harness import markdown
-from harness.manifest import make_manifest, write_json
-from harness.networks import build
-from harness.pretrain import TEACHER_PRESETS
-from harness.teachers import build_teacher
+from harness.common import markdown
+from harness.common.manifest import make_manifest, write_json
+from harness.method.networks import build
+from harness.testbed.pretrain import TEACHER_PRESETS
+from harness.method.teachers import build_teacher
 
 
 def timed(fn, repeats: int, device, warmup: bool = True) -> list[float]:

@@ -3,7 +3,7 @@
     python -m harness.run --preset NAME [--set key=value ...] [--rounds N] [--seed S] [--out DIR]
 
 Writes DIR/config.json, rounds.csv, evals.csv, grids/, log.txt, checkpoint.pt and summary.json (see
-harness/loop.py). Running the same command again after a kill resumes from the last checkpoint.
+harness/method/loop.py). Running the same command again after a kill resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 import json
 import sys
 
-from .config import PRESETS, ConfigError, DIConfig, apply_overrides, field_docs, preset
+from harness.method.config import PRESETS, ConfigError, DIConfig, apply_overrides, field_docs, preset
 
 
 def fields_help(width: int = 110) -> str:
@@ -52,9 +52,9 @@ def main(argv=None) -> None:
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2, default=str))
         return
-    from . import assets
-    from .checkpoint import Interrupted
-    from .loop import train
+    from harness.testbed import assets
+    from harness.common.checkpoint import Interrupted
+    from harness.method.loop import train
 
     out = args.out or f"runs/di/{cfg.preset}-seed{cfg.seed}"
     command = " ".join(["python -m harness.run"] + (argv if argv is not None else sys.argv[1:]))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import data
+from harness.testbed import data
 
 torch.set_num_threads(1)  # the suite runs on 2 shared cores; one thread per process is the fast setting
 
@@ -53,7 +53,7 @@ requires_data = pytest.mark.skipif(not real_data_available(), reason="FashionMNI
 def toy_smoke_results(tmp_path_factory):
     """A finished toy study at the smoke budget (3 lr values x 2 seeds, no assets), shared by the tests that read a
     study: the report generator, the dashboard. Returns the results directory; the study is DIR/toy_study-smoke."""
-    from harness import study as study_mod
+    from harness.study import cli as study_mod
     from tests.test_study import write_toy_specs
 
     root = write_toy_specs(tmp_path_factory.mktemp("specs"), rounds=10, eval_every=5)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from harness import assets, teachers
-from harness.teachers import default_sampler_kwargs
+from harness.testbed import assets
+from harness.method import teachers
+from harness.method.teachers import default_sampler_kwargs
 
 SHIPPED = ["teacher-edm", "teacher-ddpm-huber", "teacher-ddpm-mse", "gan-weak", "gan-strong", "gan-wide", "evaluator", "feature-bank"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import baselines
+from harness.testbed import baselines
 from tests.conftest import requires_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +19,8 @@ def test_baselines_cli_writes_table_grids_and_manifest(tmp_path):
                     "--threads", "1"])
     out = tmp_path / "baselines"
     table = pd.read_csv(out / "table.csv")
-    from harness.feature_spaces import FEATURE_SPACES
-    from harness.scoring import METRICS
+    from harness.evaluation.feature_spaces import FEATURE_SPACES
+    from harness.evaluation.scoring import METRICS
 
     for col in ("model", "n_samples", "nfe", "ms_per_image") + tuple(
             f"{m}_{s}{suffix}" for m in METRICS for s in FEATURE_SPACES for suffix in ("", "_lo", "_hi")):

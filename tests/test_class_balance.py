@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from harness import assets, class_balance, metrics
-from harness.config import apply_overrides, preset
-from harness.feature_spaces import FEATURE_SPACES
-from harness.loop import train
+from harness.testbed import assets
+from harness.evaluation import class_balance, metrics
+from harness.method.config import apply_overrides, preset
+from harness.evaluation.feature_spaces import FEATURE_SPACES
+from harness.method.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,8 @@ def test_histograms_are_recomputed_from_the_checkpoint_as_the_run_drew_them(tiny
 
 
 def test_class_shift_figure_is_drawn(tiny_run, tmp_path):
-    from harness.data import CLASSES
-    from harness.plots import class_shift
+    from harness.testbed.data import CLASSES
+    from harness.reporting.plots import class_shift
 
     h = class_balance.class_hists(tiny_run)
     path = tmp_path / "classes.png"
@@ -69,7 +70,7 @@ def test_class_shift_figure_is_drawn(tiny_run, tmp_path):
 
 
 def test_report_classes_figure_names_a_missing_model_measurement(tiny_run, tmp_path):
-    from harness import diagnosis
+    from harness.reporting import diagnosis
 
     fig = {"kind": "classes", "runs": [tiny_run.name], "models": ["gan-weak"], "caption": "classes"}
     with pytest.raises(diagnosis.ReportSpecError, match="--models gan-weak"):

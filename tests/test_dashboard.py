@@ -9,7 +9,7 @@ pytest.importorskip("optuna_dashboard")
 
 
 def test_dashboard_shows_the_objective_the_question_and_each_trials_metrics(toy_smoke_results):
-    from harness.dashboard import serve, wait_json
+    from harness.reporting.dashboard import serve, wait_json
 
     server, port = serve(toy_smoke_results / "toy_study-smoke" / "study.db")
     try:
@@ -32,7 +32,7 @@ def test_dashboard_shows_the_objective_the_question_and_each_trials_metrics(toy_
 
 
 def test_screenshot_command_skips_cleanly_without_a_browser(toy_smoke_results, monkeypatch, capsys):
-    from harness import dashboard
+    from harness.reporting import dashboard
 
     monkeypatch.setattr(dashboard, "find_browser", lambda: None)
     dashboard.main(["toy_study-smoke", "--results-dir", str(toy_smoke_results), "--out", str(toy_smoke_results / "d.png")])
@@ -44,7 +44,7 @@ def test_screenshot_command_skips_cleanly_without_a_browser(toy_smoke_results, m
 
 @pytest.mark.skipif(__import__("harness.dashboard").dashboard.find_browser() is None, reason="no headless Chromium installed")
 def test_screenshot_command_renders_the_study_page(toy_smoke_results, tmp_path):
-    from harness import dashboard
+    from harness.reporting import dashboard
 
     out = tmp_path / "shot.png"
     dashboard.main(["toy_study-smoke", "--results-dir", str(toy_smoke_results), "--out", str(out)])

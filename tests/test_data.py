@@ -3,7 +3,7 @@ import urllib.error
 import pytest
 import torch
 
-from harness import data
+from harness.testbed import data
 from tests.conftest import requires_data, write_idx
 
 

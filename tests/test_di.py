@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from harness import noise_levels, schedules, steps, weightings
-from harness.objectives.di import bin_score_gap
-from harness.config import DIConfig, NoiseDist, apply_overrides
-from harness.networks import build
-from harness.teachers import EDMTeacher
+from harness.method import noise_levels, schedules, steps, weightings
+from harness.method.objectives.di import bin_score_gap
+from harness.method.config import DIConfig, NoiseDist, apply_overrides
+from harness.method.networks import build
+from harness.method.teachers import EDMTeacher
 
 TINY_UNET = {"base_channels": 8, "channel_mult": [1, 2], "blocks_per_level": 1, "dropout": 0.3, "attention": False}
 B, LATENT = 4, 3
@@ -436,7 +436,7 @@ def test_ddpm_discrete_sigma_is_a_uniform_step_of_the_linear_schedule():
 
 
 def test_gradient_signal_leaves_the_run_untouched_and_reads_pure_noise_as_about_one():
-    from harness.gradient_signal import gradient_signal
+    from harness.method.gradient_signal import gradient_signal
 
     nets = make_nets()
     cfg = DIConfig()

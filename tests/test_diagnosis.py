@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness import diagnosis
+from harness.reporting import diagnosis
 
 SPEC = '''
 title = "Fixture diagnosis"
@@ -160,7 +160,7 @@ def test_the_effects_figure_draws_each_rows_paired_change_in_the_listed_order():
     completed seed (NaN) are handled, not dropped silently into another row's place."""
     import math
 
-    from harness.plots import effect_panels
+    from harness.reporting.plots import effect_panels
 
     rows = [{"variant": "lr=high", "n_seeds": 3, "d_kid_vgg": 5.0, "d_kid_vgg_lo": 4.0, "d_kid_vgg_hi": 6.0,
              "d_recall_vgg": -0.1, "d_recall_vgg_lo": -0.2, "d_recall_vgg_hi": 0.0},

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import assets, data, scoring
-from harness.feature_spaces import FEATURE_SPACES
+from harness.testbed import assets, data
+from harness.evaluation import scoring
+from harness.evaluation.feature_spaces import FEATURE_SPACES
 
 from tests.conftest import requires_data
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import assets
-from harness.config import apply_overrides, preset
-from harness.loop import train
+from harness.testbed import assets
+from harness.method.config import apply_overrides, preset
+from harness.method.loop import train
 from harness.run import main as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,8 +169,8 @@ def test_image_presets_smoke(preset_name, tmp_path):
     s = train(cfg, tmp_path)
     assert s["status"] == "completed"
     # every registered metric in every feature space, on final_eval_n samples, with half-samples for intervals
-    from harness.feature_spaces import FEATURE_SPACES
-    from harness.scoring import HALF_SAMPLES, METRICS
+    from harness.evaluation.feature_spaces import FEATURE_SPACES
+    from harness.evaluation.scoring import HALF_SAMPLES, METRICS
 
     expected = {f"{m}_{sp}" for m in METRICS for sp in FEATURE_SPACES}
     for which in ("start", "final"):
@@ -187,7 +187,7 @@ def test_image_presets_smoke(preset_name, tmp_path):
 def test_toy_mode_mass_metrics_on_known_samples():
     """The target's own samples sit at its weights (TV near the sampling floor, every ratio near 1); a generator
     that drops the largest mode of the ramp misses exactly that mode's weight (TV = 8/36)."""
-    from harness.toy import GMMTeacher, toy_metrics
+    from harness.testbed.toy import GMMTeacher, toy_metrics
 
     teacher = GMMTeacher(weights="ramp")
     g = torch.Generator().manual_seed(0)
@@ -205,7 +205,7 @@ def test_toy_denoiser_is_the_exact_score_of_the_mixture(weights, stds):
     """D_p(x, sigma) = x + sigma^2 grad log p_sigma(x), with p_sigma = sum_k pi_k N(mu_k, (s_k^2 + sigma^2) I)
     written out by hand and differentiated by autograd: checks the per-mode normaliser 1 / v_k that unequal widths
     need (with equal widths it cancels in the responsibilities)."""
-    from harness.toy import GMMTeacher
+    from harness.testbed.toy import GMMTeacher
 
     teacher = GMMTeacher(weights=weights, stds=stds).double()
     g = torch.Generator().manual_seed(1)
@@ -220,7 +220,7 @@ def test_toy_denoiser_is_the_exact_score_of_the_mixture(weights, stds):
 
 
 def test_toy_mode_widths_ramp_at_equal_mass():
-    from harness.toy import GMMTeacher, toy_metrics
+    from harness.testbed.toy import GMMTeacher, toy_metrics
 
     teacher = GMMTeacher(stds="ramp")
     assert teacher.stds[0] == pytest.approx(0.05) and teacher.stds[-1] == pytest.approx(0.15)
@@ -242,7 +242,7 @@ def test_a_run_draws_the_same_stream_whether_or_not_it_is_the_first_in_its_proce
     (cached), and building one once drew from the global RNG, so the first cell of a worker trained on another
     random stream than the same cell run later in it (found as long runs that did not repeat their screening
     runs' first 200 rounds for 3 of 5 seeds). Two runs of one config in one fresh cache must write the same rounds."""
-    from harness import scoring
+    from harness.evaluation import scoring
 
     if not (assets.ASSET_DIR / "teacher-ddpm-huber.pt").is_file():
         pytest.fail("shipped assets missing: run `python -m harness.pretrain all`")

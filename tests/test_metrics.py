@@ -1,4 +1,4 @@
-"""Known-answer tests for harness.metrics (feature-space sample-quality metrics)."""
+"""Known-answer tests for harness.evaluation.metrics (feature-space sample-quality metrics)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import metrics as M
+from harness.evaluation import metrics as M
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.networks import build, count_parameters
+from harness.method.networks import build, count_parameters
 
 TINY_UNET = {"base_channels": 8, "channel_mult": [1, 2, 2], "blocks_per_level": 1, "dropout": 0.2, "attention": True}
 

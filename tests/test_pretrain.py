@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import assets, pretrain, teachers
+from harness.testbed import assets, pretrain
+from harness.method import teachers
 from tests.conftest import requires_data
 
 pytestmark = requires_data

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import DIConfig, preset
-from harness.report import aggregate, write_report
+from harness.method.config import DIConfig, preset
+from harness.reporting.run_comparison import aggregate, write_report
 
 
 def fake_run(root, name, cfg: DIConfig, start_kid, final_kid, status="completed", toy=False):
@@ -55,7 +55,7 @@ def test_failed_runs_are_counted_and_one_seed_is_not_judged(tmp_path):
 def test_diagnostics_and_curves_plot_several_runs_concatenated(tmp_path):
     """Callers concatenate each run's rounds.csv and evals.csv, so row labels repeat across runs; the gradient-signal
     panel once failed on exactly that ("cannot reindex on an axis with duplicate labels") with two runs."""
-    from harness.plots import diagnostics, metric_curves
+    from harness.reporting.plots import diagnostics, metric_curves
 
     def run(variant, seed):
         rounds = pd.DataFrame({"round": [1, 2, 3, 4], "kimg": [0.1, 0.2, 0.3, 0.4], "aux_loss": [3.0, 2.0, 2.0, 1.0],
@@ -74,7 +74,7 @@ def test_diagnostics_and_curves_plot_several_runs_concatenated(tmp_path):
 def test_curves_with_bootstrap_bands_are_byte_identical_when_drawn_twice(tmp_path):
     """The 95% bands are seaborn bootstraps; unseeded, every regeneration of the report rewrote every figure's pixels
     although no result had changed. Two draws of the same data must give the same file."""
-    from harness.plots import diagnostics, metric_curves
+    from harness.reporting.plots import diagnostics, metric_curves
 
     rng = np.random.default_rng(0)
     evals = pd.DataFrame({"round": [0, 2, 4] * 6, "kimg": [0.0, 0.2, 0.4] * 6, "n": [100] * 18,
@@ -95,7 +95,7 @@ def test_before_after_title_does_not_overlap_the_first_rows_panel_titles(tmp_pat
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from harness import plots
+    from harness.reporting import plots
 
     png = tmp_path / "grid.png"
     plt.imsave(png, np.zeros((16, 16)), cmap="gray")

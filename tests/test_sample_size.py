@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import sample_size, scoring
+from harness.evaluation import sample_size, scoring
 
 
 def _draws(values_a, values_b, n=100, protocol="matched"):
@@ -44,7 +44,7 @@ def test_every_draw_has_fresh_latents_and_the_matched_real_draw_is_shared_per_re
 
 
 def test_half_sample_sd_matches_the_spread_of_independent_evaluations():
-    """The interval every table prints (half-sampling, harness.scoring) against the truth: the sd of the same
+    """The interval every table prints (half-sampling, harness.evaluation.scoring) against the truth: the sd of the same
     metric over 40 independent sample sets. Gaussian features, so nothing but the estimator is tested."""
     g = torch.Generator().manual_seed(0)
     real = torch.randn(2000, 8, generator=g)

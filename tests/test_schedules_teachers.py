@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from harness import schedules
-from harness.networks import build
-from harness.teachers import DDPMTeacher, EDMTeacher, build_teacher
+from harness.method import schedules
+from harness.method.networks import build
+from harness.method.teachers import DDPMTeacher, EDMTeacher, build_teacher
 
 TINY_UNET = {"base_channels": 8, "channel_mult": [1, 2], "blocks_per_level": 1, "dropout": 0.1, "attention": False}
 

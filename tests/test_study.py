@@ -17,9 +17,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from harness import study as study_mod
-from harness import study_spec, study_workers
-from harness.study_spec import BUDGETS, all_value_configs, available_studies, grid_cells, load_study
+from harness.study import cli as study_mod
+from harness.study import spec as study_spec, workers as study_workers
+from harness.study.spec import BUDGETS, all_value_configs, available_studies, grid_cells, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {"freeze_ablation", "update_ratio", "weighting", "t_range", "lr_sweep", "aux_init", "teacher_quality",
@@ -84,7 +84,7 @@ def test_every_shipped_study_parses_and_maps_to_valid_configs():
 def test_every_shipped_axis_maps_each_value_to_a_valid_config():
     """Axes no study uses yet (the diagnosis's new toggles) are checked too: each value is a valid delta from both
     GAN presets, and a categorical value changes only the fields it names."""
-    from harness.config import apply_overrides, preset
+    from harness.method.config import apply_overrides, preset
 
     names = sorted(p.stem for p in (Path(study_mod.__file__).resolve().parent.parent / "ablations").glob("*.toml"))
     assert {"eps_port", "ddpm_port", "gradient_leakage", "generator_mode", "generator_range", "evaluation_target"} <= set(names)
@@ -206,7 +206,7 @@ def test_only_trains_its_own_cells_and_leaves_other_queued_cells_waiting(toy_spe
 
 
 def test_widened_choices_keep_the_stored_order_and_append_new_values():
-    from harness.study_growth import grown_params, widened_choices
+    from harness.study.growth import grown_params, widened_choices
 
     stored = {"fix": ("a", "b", "dropped"), "seed": (0, 1)}
     widened = widened_choices(stored, {"fix": ["new", "a", "b"], "seed": [0, 1, 2], "other": ["x"]})
@@ -246,7 +246,7 @@ def test_a_grid_study_grows_when_its_axis_gains_a_value_or_more_seeds(toy_specs,
     states = {study_spec.cell_key(t.system_attrs.get("fixed_params") or t.params): t.state for t in _trials(out / "study.db")}
     assert (states["toy_lr=0.003_seed0"], states["toy_lr=0.003_seed1"]) == (TrialState.COMPLETE, TrialState.WAITING)
     # a growth killed after deleting the study: the next call restores the backup, then grows it
-    from harness.study_growth import BACKUP_SUFFIX
+    from harness.study.growth import BACKUP_SUFFIX
 
     held = sorted((t.number, t.state, t.value) for t in _trials(out / "study.db"))
     optuna.copy_study(from_study_name="toy_study", from_storage=url, to_storage=url,
@@ -273,7 +273,7 @@ def test_smoke_study_writes_every_output_and_report_reproduces_the_table(toy_spe
     ref = tr[tr.variant == "toy_lr=0.001"].set_index("seed").mmd2
     other = tr[tr.variant == "toy_lr=0.0001"].set_index("seed").mmd2
     row = variants.set_index("variant").loc["toy_lr=0.0001"]
-    from harness.verdicts import t_interval
+    from harness.evaluation.verdicts import t_interval
 
     mean, lo, hi = t_interval(list(other - ref))  # 95% t-interval of the per-seed differences
     assert row.r_mmd2 == pytest.approx(mean) and (row.r_mmd2_lo, row.r_mmd2_hi) == (pytest.approx(lo), pytest.approx(hi))

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import comparison, metrics, scoring
-from harness.scoring import Evaluation, Metric, paired_difference
-from harness.verdicts import Change, evidence, paired_changes, scalar_verdict, space_verdict, t_interval, verdict
+from harness.reporting import comparison
+from harness.evaluation import metrics, scoring
+from harness.evaluation.scoring import Evaluation, Metric, paired_difference
+from harness.evaluation.verdicts import Change, evidence, paired_changes, scalar_verdict, space_verdict, t_interval, verdict
 
 
 def test_t_interval_matches_the_textbook_paired_example():

@@ -34,7 +34,7 @@ IGNORED_COLUMNS = {"wall_s"}
 
 
 def golden_config(name: str):
-    from harness.config import apply_overrides, preset
+    from harness.method.config import apply_overrides, preset
 
     return apply_overrides(preset(name), [*COMMON, *SCALE[name]])
 
@@ -64,7 +64,7 @@ def fingerprint(state_dict: dict) -> dict:
 
 
 def run_golden(name: str, out_dir: Path) -> dict:
-    from harness.loop import train
+    from harness.method.loop import train
 
     torch.set_num_threads(1)
     summary = train(golden_config(name), out_dir)

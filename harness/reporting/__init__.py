@@ -1,0 +1,1 @@
+"""Reporting: figures, comparison tables of run directories, the diagnosis report, the dashboard screenshot."""

@@ -1,0 +1,3 @@
+from harness.study.cli import main
+
+main()
