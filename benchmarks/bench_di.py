@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from harness.common import markdown
-from harness.method.config import preset
+from harness.method.presets import preset
 from harness.method.steps import DINets, aux_step, generator_step
 from harness.method.generators import OneStepGenerator
 from harness.method.build import make_optimisers

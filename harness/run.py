@@ -13,17 +13,19 @@ import dataclasses
 import json
 import sys
 
-from harness.method.config import PRESETS, ConfigError, DIConfig, apply_overrides, field_docs, preset
+from harness.method.config import ConfigError
+from harness.method.overrides import apply_overrides, documented_fields, field_docs
+from harness.method.presets import PRESETS, preset
 
 
 def fields_help(width: int = 110) -> str:
-    """One line per config field: name = default, then the first sentence of its docstring. The defaults are read
-    from the fields, not from a built DIConfig, whose validation would import torch (for the registries' names)."""
+    """One line per config field (a group's fields under dotted names): name = default, then the first sentence of
+    its docstring. The defaults are read from the fields, not from a built DIConfig, whose validation would import
+    torch (for the registries' names)."""
     docs, lines = field_docs(), []
-    for f in dataclasses.fields(DIConfig):
-        doc = docs.get(f.name, "").split(". ")[0]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        line = f"  {f.name} = {default!r}" + (f"  -- {doc}" if doc else "")
+    for name, default in documented_fields():
+        doc = docs.get(name, "").split(". ")[0]
+        line = f"  {name} = {default!r}" + (f"  -- {doc}" if doc else "")
         lines.append(line if len(line) <= width else line[: width - 3] + "...")
     return "\n".join(lines)
 

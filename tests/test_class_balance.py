@@ -8,7 +8,8 @@ import torch
 
 from harness.testbed import assets
 from harness.evaluation import class_balance, metrics
-from harness.method.config import apply_overrides, preset
+from harness.method.overrides import apply_overrides
+from harness.method.presets import preset
 from harness.evaluation.feature_spaces import FEATURE_SPACES
 from harness.method.loop import train
 

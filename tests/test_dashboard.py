@@ -42,7 +42,7 @@ def test_screenshot_command_skips_cleanly_without_a_browser(toy_smoke_results, m
         dashboard.main(["nothing", "--results-dir", str(toy_smoke_results)])
 
 
-@pytest.mark.skipif(__import__("harness.dashboard").dashboard.find_browser() is None, reason="no headless Chromium installed")
+@pytest.mark.skipif(__import__("harness.reporting.dashboard", fromlist=["find_browser"]).find_browser() is None, reason="no headless Chromium installed")
 def test_screenshot_command_renders_the_study_page(toy_smoke_results, tmp_path):
     from harness.reporting import dashboard
 

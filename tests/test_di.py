@@ -10,7 +10,8 @@ from torch import nn
 
 from harness.method import noise_levels, schedules, steps, weightings
 from harness.method.objectives.di import bin_score_gap
-from harness.method.config import DIConfig, NoiseDist, apply_overrides
+from harness.method.config import DIConfig, NoiseDist
+from harness.method.overrides import apply_overrides
 from harness.method.networks import build
 from harness.method.teachers import EDMTeacher
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.reporting import diagnosis
+from harness.reporting import diagnosis, diagnosis_tables
 
 SPEC = '''
 title = "Fixture diagnosis"
@@ -93,7 +93,7 @@ def test_report_writes_every_section_from_the_measured_rows(fixture_study, tmp_p
         assert (out.parent / "report" / f"fig{i}-{kind}-toy_study-smoke.png").is_file()
     # an effects figure counts the seeds of the variants it lists, and only those
     assert "*Figure 5.* the ladder. Seeds: toy_lr=0.003 2, toy_lr=0.001 2." in md
-    base = __import__("harness.report", fromlist=["aggregate"])
+    base = __import__("harness.reporting.run_comparison", fromlist=["aggregate"])
     runs = [base.load_run(d) for d in sorted((fixture_study / "toy_study-smoke" / "runs").glob("toy_lr=0.001_seed*"))]
     table, _ = base.aggregate(runs)
     change = table[table.kind == "variant"].iloc[0]["d_mmd2"]
@@ -204,7 +204,7 @@ def test_a_hypothesis_at_kimg_pairs_the_curve_points_at_that_kimg(fixture_study,
     rows = pd.read_csv(tmp_path / "report" / "hypotheses.csv")
     assert rows.at_kimg.notna().sum() == 1  # the final rows are still there, without at_kimg
     # a run that never reached the kimg is not paired
-    missing = diagnosis.at_kimg(diagnosis.study_records(fixture_study, "toy_study-smoke"), 1e6)
+    missing = diagnosis_tables.at_kimg(diagnosis.study_records(fixture_study, "toy_study-smoke"), 1e6)
     assert all(not r.done and r.status == "no curve point at 1e+06 kimg" for r in missing)
     spec.write_text(SPEC + '\n[[hypothesis]]\nname = "x"\nstudy = "toy_study-smoke"\nreference = "toy_lr=0.001"\nat_kimg = "late"\n')
     with pytest.raises(SystemExit, match="at_kimg must be a positive number, got 'late'"):
@@ -219,7 +219,7 @@ def test_curves_against_lr_updates_use_each_runs_generator_lr_and_updates_per_ro
         cfg = json.loads((d / "config.json").read_text())
         rounds = pd.read_csv(d / "evals.csv")["round"]
         expected = rounds * cfg.get("gen_steps", 1) * cfg["lr_gen"]
-        assert diagnosis.lr_updates(rounds, d).tolist() == pytest.approx(expected.tolist())
+        assert diagnosis_tables.lr_updates(rounds, d).tolist() == pytest.approx(expected.tolist())
     lrs = {json.loads((d / "config.json").read_text())["lr_gen"] for d in runs.iterdir()}
     assert len(lrs) == 3  # the three toy_lr values: the x axis differs between variants at the same round
     spec = tmp_path / "report.toml"

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from harness.testbed import assets
-from harness.method.config import apply_overrides, preset
+from harness.method.overrides import apply_overrides
+from harness.method.presets import preset
 from harness.method.loop import train
 from harness.run import main as run_main
 

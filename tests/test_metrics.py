@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.evaluation import metrics as M
+from harness.evaluation.small_sample_noise import small_sample_noise, summarise_noise
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -289,19 +290,19 @@ def test_kid_deterministic_seeded_and_leaves_global_rng_alone():
 # ------------------------------------------------------------------------------------ small-sample noise
 def test_small_sample_noise_rows_and_shrinking_noise():
     real, fake = _randn(2000, 16, seed=60), _randn(2000, 16, seed=61) * 1.1
-    df100 = M.small_sample_noise(real, fake, n=100, repeats=12, seed=0)
+    df100 = small_sample_noise(real, fake, n=100, repeats=12, seed=0)
     assert isinstance(df100, pd.DataFrame)
     assert list(df100.columns) == ["repeat", "n", "precision", "recall", "kid"]
     assert len(df100) == 12 and list(df100["repeat"]) == list(range(12)) and (df100["n"] == 100).all()
     assert df100[["precision", "recall"]].stack().between(0, 1).all()
-    df500 = M.small_sample_noise(real, fake, n=500, repeats=12, seed=0)
+    df500 = small_sample_noise(real, fake, n=500, repeats=12, seed=0)
     assert len(df500) == 12
     assert df100["kid"].std() > 2 * df500["kid"].std()
     # reproducible
-    pd.testing.assert_frame_equal(df100, M.small_sample_noise(real, fake, n=100, repeats=12, seed=0))
-    assert not df100.equals(M.small_sample_noise(real, fake, n=100, repeats=12, seed=1))
+    pd.testing.assert_frame_equal(df100, small_sample_noise(real, fake, n=100, repeats=12, seed=0))
+    assert not df100.equals(small_sample_noise(real, fake, n=100, repeats=12, seed=1))
 
-    s = M.summarise_noise(df100)
+    s = summarise_noise(df100)
     assert s["repeats"] == 12 and s["n"] == 100
     for col in ("precision", "recall", "kid"):
         assert set(s[col]) == {"mean", "std", "min", "max"}
@@ -310,7 +311,7 @@ def test_small_sample_noise_rows_and_shrinking_noise():
         assert s[col]["min"] <= s[col]["mean"] <= s[col]["max"]
     json.dumps(s)
     with pytest.raises(ValueError):
-        M.small_sample_noise(real[:50], fake, n=100)
+        small_sample_noise(real[:50], fake, n=100)
 
 
 def test_input_validation():

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.method.config import DIConfig, preset
+from harness.method.config import DIConfig
+from harness.method.presets import preset
 from harness.reporting.run_comparison import aggregate, write_report
 
 

@@ -18,7 +18,7 @@ import torch
 from optuna.trial import TrialState
 
 from harness.study import cli as study_mod
-from harness.study import spec as study_spec, workers as study_workers
+from harness.study import spec as study_spec, storage as study_storage, trials as study_trials, workers as study_workers
 from harness.study.spec import BUDGETS, all_value_configs, available_studies, grid_cells, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,8 @@ def test_every_shipped_study_parses_and_maps_to_valid_configs():
 def test_every_shipped_axis_maps_each_value_to_a_valid_config():
     """Axes no study uses yet (the diagnosis's new toggles) are checked too: each value is a valid delta from both
     GAN presets, and a categorical value changes only the fields it names."""
-    from harness.method.config import apply_overrides, preset
+    from harness.method.overrides import apply_overrides
+    from harness.method.presets import preset
 
     names = sorted(p.stem for p in (Path(study_mod.__file__).resolve().parent.parent / "ablations").glob("*.toml"))
     assert {"eps_port", "ddpm_port", "gradient_leakage", "generator_mode", "generator_range", "evaluation_target"} <= set(names)
@@ -197,7 +198,7 @@ def test_only_trains_its_own_cells_and_leaves_other_queued_cells_waiting(toy_spe
     spec, out = load_study("toy_study"), res / "toy_study-smoke"
     study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "0.003", "--seeds", "1", "--results-dir", str(res)])
     # queued first, as the stopped earlier call left them: 0.001 (untrained) and 0.003 (trained, not recorded)
-    study_workers.create_or_load(spec, "smoke", 1, f"sqlite:///{out / 'study.db'}", 60, 600, None, ("0.001", "0.003"))
+    study_storage.create_or_load(spec, "smoke", 1, f"sqlite:///{out / 'study.db'}", 60, 600, None, ("0.001", "0.003"))
     study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.0001", "--results-dir", str(res)])
     states = {study_spec.cell_key(t.system_attrs["fixed_params"]): t.state for t in _trials(out / "study.db")}
     assert states == {"toy_lr=0.001_seed0": TrialState.WAITING, "toy_lr=0.003_seed0": TrialState.WAITING,
@@ -241,7 +242,7 @@ def test_a_grid_study_grows_when_its_axis_gains_a_value_or_more_seeds(toy_specs,
     study = optuna.load_study(study_name="toy_study", storage=url)
     assert study.user_attrs["seeds"] == 2 and study.user_attrs["choices"]["seed"] == [0, 1]
     # --seeds 1 below the study's 2: the queued seed-1 cell of 0.003 is left waiting
-    study_workers.create_or_load(load_study("toy_study"), "smoke", 2, url, 60, 600, None, ("0.003",))
+    study_storage.create_or_load(load_study("toy_study"), "smoke", 2, url, 60, 600, None, ("0.003",))
     study_mod.main(["toy_study", "--budget", "smoke", "--only", "0.003", "--seeds", "1", "--results-dir", str(res)])
     states = {study_spec.cell_key(t.system_attrs.get("fixed_params") or t.params): t.state for t in _trials(out / "study.db")}
     assert (states["toy_lr=0.003_seed0"], states["toy_lr=0.003_seed1"]) == (TrialState.COMPLETE, TrialState.WAITING)
@@ -252,7 +253,7 @@ def test_a_grid_study_grows_when_its_axis_gains_a_value_or_more_seeds(toy_specs,
     optuna.copy_study(from_study_name="toy_study", from_storage=url, to_storage=url,
                       to_study_name="toy_study" + BACKUP_SUFFIX)
     optuna.delete_study(study_name="toy_study", storage=url)
-    study = study_workers.create_or_load(load_study("toy_study"), "smoke", 3, url, 60, 600, None, ("0.003",))
+    study = study_storage.create_or_load(load_study("toy_study"), "smoke", 3, url, 60, 600, None, ("0.003",))
     assert sorted((t.number, t.state, t.value) for t in study.get_trials() if t.number < len(held)) == held
     assert study.user_attrs["choices"]["seed"] == [0, 1, 2]
     assert optuna.get_all_study_names(storage=url) == ["toy_study"]
@@ -319,10 +320,10 @@ def test_cell_check_tolerates_a_trial_still_suggesting_its_params(toy_specs, tmp
     mine = study.ask()
     params = {"toy_lr": mine.suggest_categorical("toy_lr", list(spec.axes[0].values)),
               "seed": mine.suggest_categorical("seed", [0, 1])}
-    assert not study_workers._cell_taken(mine, params)
+    assert not study_trials._cell_taken(mine, params)
     first = grid_cells(spec, 2)[0]
-    assert study_workers._cell_taken(mine, first)  # the half-suggested trial still owns its enqueued cell
-    assert study_workers.requeue_lost_cells(study, spec, 2) == 0
+    assert study_trials._cell_taken(mine, first)  # the half-suggested trial still owns its enqueued cell
+    assert study_trials.requeue_lost_cells(study, spec, 2) == 0
 
 
 def test_tpe_study_does_not_search_over_the_seed(toy_specs, tmp_path):
@@ -381,7 +382,7 @@ def test_sqlite_storage_takes_the_write_lock_when_a_transaction_begins(tmp_path)
     from sqlalchemy import text
 
     db = tmp_path / "s.db"
-    storage = study_workers.make_storage(f"sqlite:///{db}", heartbeat=10, grace=60)
+    storage = study_storage.make_storage(f"sqlite:///{db}", heartbeat=10, grace=60)
     with storage.engine.connect() as conn, conn.begin():
         conn.execute(text("SELECT count(*) FROM studies")).scalar()
         other = sqlite3.connect(db, timeout=0, isolation_level=None)
@@ -558,9 +559,9 @@ def test_postgres_storage_with_two_workers(toy_specs, tmp_path):
 def test_each_budget_has_its_own_study_directory():
     """cpu and gpu budgets train the same cells at different rounds and batch sizes: one directory would make a cell
     of one budget meet the other's run directory (refused as a different config, or recorded as if it were its own)."""
-    dirs = {b: study_workers.study_dir(Path("res"), "lr_ladder", b) for b in ("cpu", "gpu", "smoke")}
+    dirs = {b: study_storage.study_dir(Path("res"), "lr_ladder", b) for b in ("cpu", "gpu", "smoke")}
     assert dirs == {"cpu": Path("res/lr_ladder"), "gpu": Path("res/lr_ladder-gpu"), "smoke": Path("res/lr_ladder-smoke")}
-    assert study_workers.study_dir(Path("res"), "lr_sweep", "cpu", "none") == Path("res/lr_sweep-pruner-none")
+    assert study_storage.study_dir(Path("res"), "lr_sweep", "cpu", "none") == Path("res/lr_sweep-pruner-none")
 
 
 def test_finished_cells_are_recorded_before_any_worker_trains(toy_specs, tmp_path):
@@ -570,8 +571,8 @@ def test_finished_cells_are_recorded_before_any_worker_trains(toy_specs, tmp_pat
     res = tmp_path / "res"
     study_mod.main(["toy_study", "--budget", "smoke", "--run-cells", "--only", "0.0001", "--results-dir", str(res)])
     spec, out = load_study("toy_study"), res / "toy_study-smoke"
-    study = study_workers.create_or_load(spec, "smoke", None, f"sqlite:///{out / 'study.db'}", 60, 600, 4)
-    assert study_workers.record_finished_cells(study, spec, "smoke", 2, out) == 2
+    study = study_storage.create_or_load(spec, "smoke", None, f"sqlite:///{out / 'study.db'}", 60, 600, 4)
+    assert study_trials.record_finished_cells(study, spec, "smoke", 2, out) == 2
     cells = {(t.system_attrs["fixed_params"]["toy_lr"], t.system_attrs["fixed_params"]["seed"]): t for t in study.get_trials()}
     assert len(cells) == 6  # the 0.0001 cells come last in the grid's order
     for (lr, seed), t in cells.items():
@@ -580,4 +581,4 @@ def test_finished_cells_are_recorded_before_any_worker_trains(toy_specs, tmp_pat
             assert t.state == TrialState.COMPLETE and t.value == summary["final"]["values"]["mmd2"]
         else:
             assert t.state == TrialState.WAITING and not (out / "runs" / f"toy_lr={lr}_seed{seed}").exists()
-    assert study_workers.record_finished_cells(study, spec, "smoke", 2, out) == 0  # nothing left to record
+    assert study_trials.record_finished_cells(study, spec, "smoke", 2, out) == 0  # nothing left to record

@@ -6,7 +6,7 @@ Every other module asks this one for a run directory's paths instead of spelling
     rounds.csv       one row per round: whatever scalars the two steps and the loop return (the header is the first
                      row's keys; a later key extends it, nothing is dropped); rows after the last checkpoint are
                      dropped on resume so nothing is duplicated
-    evals.csv        every ``eval_every`` rounds (and rounds 0 and last): curve metrics of the evaluated generator
+    evals.csv        every ``eval.every`` rounds (and rounds 0 and last): curve metrics of the evaluated generator
     grids/           sample grids at each evaluation (round_NNNNNN.png); strip.png: all of them side by side
     log.txt          readable log
     checkpoint.pt    G, EMA of G, aux, both optimisers, RNG, round

@@ -79,11 +79,11 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     if state["_meta"]["step"] != cfg.rounds:
         raise ClassHistError(f"{run_dir}: its checkpoint is at round {state['_meta']['step']}, not the last ({cfg.rounds})")
     final_g = copy.deepcopy(nets.generator)
-    final_g.load_state_dict(state["G_ema" if cfg.eval_generator == "ema" else "G"])
+    final_g.load_state_dict(state["G_ema" if cfg.eval.generator == "ema" else "G"])
     evaluator = Evaluator(cfg, nets, asset_dir)
-    hists = {which: _class_hists_of(evaluator.samples(g, cfg.final_eval_n), evaluator.refs)
+    hists = {which: _class_hists_of(evaluator.samples(g, cfg.eval.final_n), evaluator.refs)
              for which, g in (("start", nets.generator), ("final", final_g))}
-    out = {"n": cfg.final_eval_n, **hists}
+    out = {"n": cfg.eval.final_n, **hists}
     write_json(RunDir(run_dir).class_hist, {**out, "manifest": make_manifest(
         command=f"python -m harness.class_balance {run_dir}", config=cfg.to_dict(), seed=cfg.seed,
         wall_s=time.time() - t0)})

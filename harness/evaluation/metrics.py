@@ -27,7 +27,6 @@ import math
 import warnings
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -48,8 +47,6 @@ __all__ = [
     "mmd2_unbiased",
     "real_knn_distances",
     "compute_all",
-    "small_sample_noise",
-    "summarise_noise",
 ]
 
 _CHUNK = 2048
@@ -58,7 +55,7 @@ _CHUNK = 2048
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _as_feats(x: Any, name: str = "features") -> Tensor:
+def as_features(x: Any, name: str = "features") -> Tensor:
     """Detached, CPU, contiguous float32 (N, D) tensor."""
     t = torch.as_tensor(x).detach().cpu()
     if t.dim() != 2:
@@ -68,7 +65,7 @@ def _as_feats(x: Any, name: str = "features") -> Tensor:
     return t.to(torch.float32).contiguous()
 
 
-def _check_same_dim(real: Tensor, fake: Tensor) -> None:
+def check_same_dim(real: Tensor, fake: Tensor) -> None:
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature dimensions differ: real D={real.shape[1]}, fake D={fake.shape[1]}")
 
@@ -99,9 +96,9 @@ def _knn_radii_raw(feats: Tensor, k: int, chunk: int = _CHUNK) -> Tensor:
 # --------------------------------------------------------------------------------------------
 def pairwise_distances(a: Tensor, b: Tensor, chunk: int = _CHUNK) -> Tensor:
     """Euclidean distance matrix (len(a), len(b)), computed `chunk` rows of `a` at a time."""
-    a = _as_feats(a, "a")
-    b = _as_feats(b, "b")
-    _check_same_dim(a, b)
+    a = as_features(a, "a")
+    b = as_features(b, "b")
+    check_same_dim(a, b)
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
     return torch.cat([torch.cdist(a[s : s + chunk], b) for s in range(0, a.shape[0], chunk)], dim=0)
@@ -110,7 +107,7 @@ def pairwise_distances(a: Tensor, b: Tensor, chunk: int = _CHUNK) -> Tensor:
 def knn_radii(feats: Tensor, k: int) -> Tensor:
     """NND_k: distance from each point to its k-th nearest neighbour within `feats`, the point
     itself excluded (by index; an exact duplicate of a point does count as a neighbour)."""
-    f = _as_feats(feats)
+    f = as_features(feats)
     return _knn_radii_raw(f - f.mean(dim=0, keepdim=True), k)
 
 
@@ -121,7 +118,7 @@ def real_knn_distances(real: Tensor, kmax: int, chunk: int = _CHUNK) -> Tensor:
     """(N, kmax): distances from each real point to its 1st..kmax-th nearest real neighbour (itself excluded),
     computed on real-mean-centred features exactly as _prdc does. Depends on the real set only, so a caller
     scoring many fake sets against one real set (harness.evaluation.scoring.Reference) computes it once."""
-    real = _as_feats(real, "real")
+    real = as_features(real, "real")
     real = real - real.mean(dim=0, keepdim=True)
     n = real.shape[0]
     if not 1 <= kmax <= n - 1:
@@ -142,9 +139,9 @@ def _prdc(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None, chunk:
     Rows are real points and the row chunks are the same as in _knn_radii_raw(real), so when
     fake == real the cross distances are bit-identical to those the radii were taken from
     (ties at the k-th neighbour are then counted consistently)."""
-    real = _as_feats(real, "real")
-    fake = _as_feats(fake, "fake")
-    _check_same_dim(real, fake)
+    real = as_features(real, "real")
+    fake = as_features(fake, "fake")
+    check_same_dim(real, fake)
     kmax = max(k for k in (k_pr, k_dc) if k is not None)  # one top-k pass over real-real distances serves both k's
     real_knn = real_knn_distances(real, kmax, chunk)
     real, fake = _center(real, fake)
@@ -216,9 +213,9 @@ def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000,
     subset_size is clamped to min(N, M). Note the unbiased MMD^2 estimator is permutation
     invariant, so when subset_size == N == M every subset gives the same value (std = 0).
     The estimator can be slightly negative when the two distributions are equal."""
-    real = _as_feats(real, "real")
-    fake = _as_feats(fake, "fake")
-    _check_same_dim(real, fake)
+    real = as_features(real, "real")
+    fake = as_features(fake, "fake")
+    check_same_dim(real, fake)
     size = int(min(subset_size, real.shape[0], fake.shape[0]))
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
@@ -247,8 +244,8 @@ def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
 
 def kernel_sums(a: Tensor, b: Tensor | None = None, chunk: int = _CHUNK) -> Tensor:
     """Row sums of k(a, b) over b (b = a: the diagonal k(a_i, a_i) excluded), chunked; float64 (len(a),)."""
-    a = _as_feats(a, "a")
-    other = a if b is None else _as_feats(b, "b")
+    a = as_features(a, "a")
+    other = a if b is None else as_features(b, "b")
     out = torch.empty(len(a), dtype=torch.float64)
     for s in range(0, len(a), chunk):
         k = poly_kernel(a[s : s + chunk], other)
@@ -289,7 +286,7 @@ def fid(real: Tensor, fake: Tensor) -> float:
     f = torch.as_tensor(fake).detach().cpu().to(torch.float64)
     if r.dim() != 2 or f.dim() != 2:
         raise ValueError("features must have shape (N, D)")
-    _check_same_dim(r, f)
+    check_same_dim(r, f)
     if r.shape[0] < 2 or f.shape[0] < 2:
         raise ValueError("FID needs at least 2 samples in each set")
     mu_r, mu_f = r.mean(0), f.mean(0)
@@ -368,9 +365,9 @@ def compute_all(
     Keys: precision, recall (k=3), density, coverage (k=5), kid, kid_std, fid, n_samples (fake),
     n_real; with fake_class_pred also class_coverage (classes with >= 1% share), class_entropy,
     class_hist (list of 10 floats)."""
-    real = _as_feats(real_feats, "real_feats")
-    fake = _as_feats(fake_feats, "fake_feats")
-    _check_same_dim(real, fake)
+    real = as_features(real_feats, "real_feats")
+    fake = as_features(fake_feats, "fake_feats")
+    check_same_dim(real, fake)
     out: dict[str, Any] = {}
     out.update(_prdc(real, fake, k_pr=3, k_dc=5))
     kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
@@ -384,52 +381,4 @@ def compute_all(
         out["class_coverage"] = class_coverage(hist, 0.01)
         out["class_entropy"] = class_entropy(hist)
         out["class_hist"] = [float(v) for v in hist]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# small-sample noise study
-# --------------------------------------------------------------------------------------------
-def small_sample_noise(
-    real_feats: Tensor, fake_feats: Tensor, n: int = 100, repeats: int = 20, seed: int = 0
-) -> pd.DataFrame:
-    """How noisy are the metrics when only n samples per side are evaluated?
-
-    For each repeat, draws n real and n fake samples without replacement (local generator seeded
-    with `seed`) and computes precision, recall (k=3) and KID (subset_size=n, subsets=10, seed
-    seed+repeat; with subset_size == n every KID subset is a permutation of the same samples, so
-    this is the single unbiased MMD^2 estimate on those samples).
-    Returns one row per repeat: columns repeat, n, precision, recall, kid."""
-    real = _as_feats(real_feats, "real_feats")
-    fake = _as_feats(fake_feats, "fake_feats")
-    _check_same_dim(real, fake)
-    if n > real.shape[0] or n > fake.shape[0]:
-        raise ValueError(f"n={n} exceeds the available samples (real {real.shape[0]}, fake {fake.shape[0]})")
-    gen = torch.Generator().manual_seed(int(seed))
-    rows = []
-    for r in range(int(repeats)):
-        ri = torch.randperm(real.shape[0], generator=gen)[:n]
-        fi = torch.randperm(fake.shape[0], generator=gen)[:n]
-        rs, fs = real[ri], fake[fi]
-        pr = precision_recall(rs, fs, k=3)
-        kid_mean, _ = kid(rs, fs, subsets=10, subset_size=n, seed=int(seed) + r)
-        rows.append({"repeat": r, "n": int(n), "precision": pr["precision"], "recall": pr["recall"], "kid": kid_mean})
-    return pd.DataFrame(rows, columns=["repeat", "n", "precision", "recall", "kid"])
-
-
-def summarise_noise(df: pd.DataFrame) -> dict:
-    """{metric: {mean, std, min, max}} over the repeats (std = sample std, ddof=1), plus n and repeats."""
-    out: dict[str, Any] = {"repeats": int(len(df))}
-    if "n" in df.columns and len(df):
-        out["n"] = int(df["n"].iloc[0])
-    for col in df.columns:
-        if col in ("repeat", "n"):
-            continue
-        s = df[col].astype(float)
-        out[col] = {
-            "mean": float(s.mean()),
-            "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
-            "min": float(s.min()),
-            "max": float(s.max()),
-        }
     return out

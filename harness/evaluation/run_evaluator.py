@@ -1,9 +1,11 @@
 """Evaluating a run's generator during training: the fixed latents, the curve and the start/final evaluations.
 
-``EVAL_GENERATORS`` (``DIConfig.eval_generator``) says which generator is scored: the EMA of G (reference) or G.
+``EVAL_GENERATORS`` (``DIConfig.eval.generator``) says which generator is scored: the EMA of G (reference) or G.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from pathlib import Path
 from typing import Callable
@@ -11,11 +13,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.method.config import DIConfig
 from harness.method.steps import DINets
 from harness.method.teachers import TEACHERS
 
-# eval_generator -> (EMA of G, G) -> the generator scored (put in eval mode to sample).
+if TYPE_CHECKING:  # annotations only: the config validates against these modules' registries
+    from harness.method.config import DIConfig
+
+# eval.generator -> (EMA of G, G) -> the generator scored (put in eval mode to sample).
 EVAL_GENERATORS: dict[str, Callable] = {
     "ema": lambda g_ema, generator: g_ema,
     "raw": lambda g_ema, generator: generator,
@@ -33,7 +37,7 @@ class Evaluator:
     def __init__(self, cfg: DIConfig, nets: DINets, asset_dir=None):
         self.cfg, self.toy = cfg, TEACHERS[cfg.teacher].analytic
         g = torch.Generator().manual_seed(10_000 + cfg.seed)
-        self.z = torch.randn((max(cfg.eval_n, cfg.final_eval_n), *nets.latent_shape), generator=g)
+        self.z = torch.randn((max(cfg.eval.n, cfg.eval.final_n), *nets.latent_shape), generator=g)
         self.teacher = nets.teacher
         if not self.toy:
             from harness.evaluation.scoring import references
@@ -61,16 +65,16 @@ class Evaluator:
         return evaluate_features(feats, self.refs, half_samples), feats
 
     def curve(self, generator: nn.Module) -> tuple[dict, torch.Tensor]:
-        x = self.samples(generator, self.cfg.eval_n)
+        x = self.samples(generator, self.cfg.eval.n)
         return self._score(x, 0)[0].values, x
 
     def full(self, generator: nn.Module):
         """(Evaluation on final_eval_n samples with half-samples, curve values on the first eval_n, samples)."""
         from harness.evaluation.scoring import HALF_SAMPLES, evaluate_features
 
-        x = self.samples(generator, self.cfg.final_eval_n)
+        x = self.samples(generator, self.cfg.eval.final_n)
         evaluation, feats = self._score(x, 0 if self.toy else HALF_SAMPLES)
-        n = self.cfg.eval_n
+        n = self.cfg.eval.n
         if self.toy:
             curve = self._score(x[:n], 0)[0].values if n != len(x) else evaluation.values
         else:

@@ -6,6 +6,8 @@ Registries here: ``AUX_INITS`` (``DIConfig.aux_init``: how the fake-score net st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import copy
 from typing import Callable
 
@@ -13,10 +15,12 @@ import torch
 from torch import nn
 
 from harness.testbed import assets
-from harness.method.config import DIConfig
 from harness.method.generators import GENERATORS
 from harness.method.steps import DINets
 from harness.method.teachers import TEACHERS
+
+if TYPE_CHECKING:  # annotations only: the config validates against these modules' registries
+    from harness.method.config import DIConfig
 
 # aux_init -> (teacher, builder of an untrained denoiser of its architecture) -> the aux net D_q.
 AUX_INITS: dict[str, Callable] = {

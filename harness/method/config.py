@@ -66,6 +66,38 @@ class NoiseDist:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How a run's generator is evaluated: at the start, every ``every`` rounds (the curve) and at the end."""
+
+    generator: str = "ema"
+    """What the evaluations score: ``ema`` (reference: the EMA of G, in eval mode) or ``raw`` (G itself, in eval
+    mode). With ema_copy_buffers=False the DCGAN's EMA keeps its pretrained BatchNorm running statistics while
+    raw G's follow its train-mode steps (the GAN presets copy them into the EMA)."""
+    grad_signal_batches: int = 0
+    """At every evaluation, measure the generator gradient on this many independent batches (0: off) and log
+    its noise floor (harness.method.gradient_signal); the run trains exactly as without it."""
+    every: int = 50
+    """Rounds between evaluations of the EMA generator (0: only at start and end)."""
+    n: int = 2000
+    """Samples per curve evaluation (every ``every`` rounds; curves and pruning only, never a verdict)."""
+    final_n: int = 5000
+    """Samples of the start and final evaluations that tables and verdicts compare (every feature space, with
+    half-sample intervals). 5,000 like every baseline row, so all rows of a table share n."""
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """The exact-score toy's target: a 2-D Gaussian mixture (harness.testbed.toy)."""
+
+    mode_weights: str = "equal"
+    """The toy's target: ``equal`` mode weights or a ``ramp`` (pi_k proportional to k): does DI keep the weights
+    of unequal modes, or does its reverse-KL objective starve the small ones?"""
+    mode_stds: str = "equal"
+    """The toy's mode widths: ``equal``, or a ``ramp`` from half to 1.5x the width at equal mass: does DI move mass
+    from broad modes to narrow ones (as FashionMNIST runs move it to the tightest classes)?"""
+
+
+@dataclass(frozen=True)
 class DIConfig:
     """A Diff-Instruct run. Defaults are the official loop's (``reference``)."""
 
@@ -140,12 +172,6 @@ class DIConfig:
     """Aux-only steps before the first generator step."""
     init_sigma: float = 1.0
     """Noise level at which the one-step generator (a teacher copy) is called."""
-    toy_mode_weights: str = "equal"
-    """The toy's target: ``equal`` mode weights or a ``ramp`` (pi_k proportional to k): does DI keep the weights
-    of unequal modes, or does its reverse-KL objective starve the small ones?"""
-    toy_mode_stds: str = "equal"
-    """The toy's mode widths: ``equal``, or a ``ramp`` from half to 1.5x the width at equal mass: does DI move mass
-    from broad modes to narrow ones (as FashionMNIST runs move it to the tightest classes)?"""
     generator_mode: str = "reference"
     """train/eval mode of G (BatchNorm of the DCGAN; dropout of a one-step UNet) during DI. ``reference``: eval
     while it makes the aux batch, train (batch statistics) for the generator step; ``train``: train in both;
@@ -192,21 +218,13 @@ class DIConfig:
     compile: bool = False
     """torch.compile the denoiser forwards (GPU; compilation costs about a minute up front)."""
 
-    # --- evaluation and bookkeeping --------------------------------------------------------------
-    eval_generator: str = "ema"
-    """What the evaluations score: ``ema`` (reference: the EMA of G, in eval mode) or ``raw`` (G itself, in eval
-    mode). With ema_copy_buffers=False the DCGAN's EMA keeps its pretrained BatchNorm running statistics while
-    raw G's follow its train-mode steps (the GAN presets copy them into the EMA)."""
-    grad_signal_batches: int = 0
-    """At every evaluation, measure the generator gradient on this many independent batches (0: off) and log
-    its noise floor (harness.method.gradient_signal); the run trains exactly as without it."""
-    eval_every: int = 50
-    """Rounds between evaluations of the EMA generator (0: only at start and end)."""
-    eval_n: int = 2000
-    """Samples per curve evaluation (every ``eval_every`` rounds; curves and pruning only, never a verdict)."""
-    final_eval_n: int = 5000
-    """Samples of the start and final evaluations that tables and verdicts compare (every feature space, with
-    half-sample intervals). 5,000 like every baseline row, so all rows of a table share n."""
+    # --- groups: the evaluation's settings, and the toy's target (dotted overrides: --set eval.n=500) ------------
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig())
+    """How the run's generator is evaluated (harness.evaluation.run_evaluator)."""
+    toy: ToyConfig = field(default_factory=lambda: ToyConfig())
+    """The exact-score toy's target (teacher toy-gmm only)."""
+
+    # --- bookkeeping -----------------------------------------------------------------------------
     ckpt_every_s: float = 60.0
     threads: int = 0
     """torch CPU threads (0 = torch default)."""
@@ -215,10 +233,9 @@ class DIConfig:
         self.validate()
 
     def validate(self) -> None:
-        registries = choice_registries()
-        for name, options in registries.items():
-            if getattr(self, name) not in options:
-                raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+        for name, options in choice_registries().items():
+            if get_field(self, name) not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}, got {get_field(self, name)!r}")
         from harness.method.aux_losses import AUX_LOSSES
         from harness.method.objectives import OBJECTIVES
 
@@ -230,12 +247,12 @@ class DIConfig:
             raise ConfigError(f"aux_loss={self.aux_loss} needs a trained teacher; the toy's teacher is analytic")
         if OBJECTIVES[self.objective].needs_fake_score and self.aux_steps < 1:
             raise ConfigError(f"aux_steps must be >= 1 (objective {self.objective} fits a fake score), got {self.aux_steps}")
-        for name in ("rounds", "batch_size", "eval_n", "final_eval_n"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("aux_steps", "gen_steps", "aux_warmup_steps", "eval_every", "threads", "grad_signal_batches"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("rounds", "batch_size", "eval.n", "eval.final_n"):
+            if get_field(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {get_field(self, name)}")
+        for name in ("aux_steps", "gen_steps", "aux_warmup_steps", "eval.every", "threads", "eval.grad_signal_batches"):
+            if get_field(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {get_field(self, name)}")
         for name in ("lr_aux", "lr_gen", "init_sigma"):
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
@@ -259,14 +276,18 @@ class DIConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DIConfig":
+        d = dict(d)
+        for old, new in LEGACY_NAMES.items():  # a config.json written before the fields were grouped
+            if old in d:
+                head, _, sub = new.partition(".")
+                d[head] = {**(d.get(head) or {}), sub: d.pop(old)}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        for name in ("aux_sigma", "gen_sigma"):
+        for name, group in GROUPS.items():
             if isinstance(d.get(name), dict):
-                d[name] = NoiseDist(**d[name])
+                d[name] = group(**d[name])
         for name in ("betas_aux", "betas_gen"):
             if name in d:
                 d[name] = tuple(d[name])
@@ -291,6 +312,30 @@ class DIConfig:
 SPEED_ONLY_FIELDS = ("threads", "ckpt_every_s")
 
 
+# Nested groups of fields (a dotted override sets one of their fields: --set gen_sigma.sigma_max=10, --set eval.n=500).
+GROUPS = {"aux_sigma": NoiseDist, "gen_sigma": NoiseDist, "eval": EvalConfig, "toy": ToyConfig}
+# Names the fields had before they were grouped: still read from stored config.json files and accepted by --set.
+LEGACY_NAMES = {"eval_generator": "eval.generator", "eval_every": "eval.every", "eval_n": "eval.n",
+                "final_eval_n": "eval.final_n", "grad_signal_batches": "eval.grad_signal_batches",
+                "toy_mode_weights": "toy.mode_weights", "toy_mode_stds": "toy.mode_stds"}
+
+
+def get_field(cfg: DIConfig, name: str) -> Any:
+    """A field by its (dotted) name: ``get_field(cfg, "eval.n")``."""
+    value = cfg
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def flat_dict(cfg: DIConfig) -> dict:
+    """The config as one level of (dotted) names for the groups eval and toy, the rest as ``to_dict``."""
+    d = cfg.to_dict()
+    for head in ("eval", "toy"):
+        d.update({f"{head}.{k}": v for k, v in d.pop(head).items()})
+    return d
+
+
 def choice_registries() -> dict[str, dict]:
     """Each field that names a choice -> the registry whose keys are its allowed values. The registries import
     torch: imported here, when a config is validated, not at the top, so that reading presets and field docs (the
@@ -309,98 +354,6 @@ def choice_registries() -> dict[str, dict]:
 
     return {"teacher": TEACHERS, "generator": GENERATORS, "objective": OBJECTIVES, "freeze_order": FREEZE_ORDERS,
             "weighting": WEIGHTINGS, "aux_init": AUX_INITS, "aux_loss": AUX_LOSSES, "eps_port": EPS_PORTS,
-            "generator_mode": GENERATOR_MODES, "generator_range": GENERATOR_RANGES, "eval_generator": EVAL_GENERATORS,
-            "aux_lr_decay": LR_DECAYS, "toy_mode_weights": MODE_WEIGHTS, "toy_mode_stds": MODE_STDS,
+            "generator_mode": GENERATOR_MODES, "generator_range": GENERATOR_RANGES, "eval.generator": EVAL_GENERATORS,
+            "aux_lr_decay": LR_DECAYS, "toy.mode_weights": MODE_WEIGHTS, "toy.mode_stds": MODE_STDS,
             "device": DEVICES}
-
-
-def field_docs() -> dict[str, str]:
-    """The docstring written under each DIConfig field (attribute docstrings are not kept at runtime, so they
-    are read from this file's source): used by ``python -m harness.run --help``."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(DIConfig))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def _parse_value(raw: str, current: Any, key: str) -> Any:
-    """Parse ``raw`` to the type of the field's current value."""
-    try:
-        if isinstance(current, bool):
-            if raw.lower() in ("true", "1", "yes", "on"):
-                return True
-            if raw.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, float):
-            return float(raw)
-        if isinstance(current, tuple):
-            return tuple(float(x) for x in raw.strip("()[]").split(","))
-        return raw
-    except ValueError:
-        raise ConfigError(f"--set {key}={raw}: expected a {type(current).__name__}") from None
-
-
-def apply_overrides(cfg: DIConfig, overrides: dict[str, str] | list[str]) -> DIConfig:
-    """``{'lr_gen': '1e-4', 'gen_sigma.sigma_max': '10'}`` or ``['lr_gen=1e-4', ...]`` -> a new config."""
-    if isinstance(overrides, list):
-        pairs = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"--set expects key=value, got {item!r}")
-            k, v = item.split("=", 1)
-            pairs[k.strip()] = v.strip()
-        overrides = pairs
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    names = {f.name for f in fields(DIConfig)}
-    for key, raw in overrides.items():
-        head, _, sub = key.partition(".")
-        if head not in names:
-            raise ConfigError(f"unknown config field {head!r}; see `python -m harness.run --help` (it lists every field)")
-        current = getattr(cfg, head)
-        if sub:
-            if not isinstance(current, NoiseDist) or sub not in {f.name for f in fields(NoiseDist)}:
-                raise ConfigError(f"unknown config field {key!r}")
-            nested.setdefault(head, {})[sub] = _parse_value(raw, getattr(current, sub), key) if not isinstance(raw, (int, float)) else raw
-        elif isinstance(raw, str):
-            top[head] = _parse_value(raw, current, key)
-        else:
-            top[head] = raw
-    for head, subs in nested.items():
-        top[head] = replace(getattr(cfg, head), **subs)
-    return replace(cfg, **top)
-
-
-# ----------------------------------------------------------------------------------------------
-# Presets: named configs. Everything not listed is the reference loop's default.
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "reference-onestep": {"teacher": "edm", "generator": "onestep"},
-    # GAN adaptation: the DCGAN's BatchNorm running statistics follow G into its EMA (see ema_copy_buffers).
-    "reference-gan": {"teacher": "edm", "generator": "gan-weak", "ema_copy_buffers": True},
-    # Seed 000 as reported: their DDPM teacher (T=2000, Huber), their 3-epoch DCGAN, batch 128, one aux and one
-    # generator update per round (Algorithm 1's default; their other "round strategies" are the aux_steps /
-    # gen_steps toggles), and otherwise "as close as the original" loop. Their lrs are not reported.
-    "seed-report": {"teacher": "ddpm-huber", "generator": "gan-weak", "batch_size": 128, "aux_steps": 1, "gen_steps": 1,
-                    "ema_copy_buffers": True},
-    "toy": {"teacher": "toy-gmm", "generator": "toy-mlp", "batch_size": 256, "rounds": 1500, "aux_init": "scratch",
-            "aux_warmup_steps": 200, "lr_aux": 1e-3, "lr_gen": 1e-3, "ema_halflife_kimg": 5.0, "eval_every": 500,
-            "eval_n": 4000, "final_eval_n": 4000, "aux_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0),
-            "gen_sigma": NoiseDist(sigma_min=0.01, sigma_max=5.0)},
-}
-
-
-def preset(name: str, **overrides) -> DIConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    return DIConfig(preset=name, **{**PRESETS[name], **overrides})

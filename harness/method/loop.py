@@ -104,21 +104,21 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         log.flush()
 
     def evaluate(round_idx: int, full: bool = False) -> dict:
-        """Curve evaluation (eval_n samples) into evals.csv and a grid; ``full``: also the start or final
-        evaluation on final_eval_n samples."""
-        scored = EVAL_GENERATORS[cfg.eval_generator](g_ema, nets.generator)
+        """Curve evaluation (eval.n samples) into evals.csv and a grid; ``full``: also the start or final
+        evaluation on eval.final_n samples."""
+        scored = EVAL_GENERATORS[cfg.eval.generator](g_ema, nets.generator)
         if full:
             evaluation, metrics, x = evaluator.full(scored)
             evaluations["start" if round_idx == 0 else "final"] = evaluation.to_dict()
         else:
             metrics, x = evaluator.curve(scored)
-        signal = gradient_signal(cfg, nets, cfg.grad_signal_batches) if cfg.grad_signal_batches > 1 and cfg.gen_steps else {}
+        signal = gradient_signal(cfg, nets, cfg.eval.grad_signal_batches) if cfg.eval.grad_signal_batches > 1 and cfg.gen_steps else {}
         append_row(run.evals, {"round": round_idx, "kimg": round_idx * cfg.batch_size * cfg.gen_steps / 1000,
-                               "n": cfg.eval_n, **metrics, **signal})
+                               "n": cfg.eval.n, **metrics, **signal})
         analytic = TEACHERS[cfg.teacher].analytic
-        save_samples_figure(x[:64] if x.dim() == 4 else x[: cfg.eval_n], run.grid(round_idx),
+        save_samples_figure(x[:64] if x.dim() == 4 else x[: cfg.eval.n], run.grid(round_idx),
                             f"{cfg.preset} round {round_idx}", nets.teacher if analytic else None)
-        say(f"eval round {round_idx} (n={cfg.eval_n}): " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        say(f"eval round {round_idx} (n={cfg.eval.n}): " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
 
     def on_start(start_round: int) -> None:
@@ -158,8 +158,8 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
         what = _diverged(cfg, row, nets.generator) if cfg.stop_on_divergence else None
         if what:
             raise Diverged(f"non-finite {what} at round {r + 1}")
-        # 7. A curve evaluation every eval_every rounds (the last round's is the final evaluation).
-        if cfg.eval_every and (r + 1) % cfg.eval_every == 0 and (r + 1) < cfg.rounds:
+        # 7. A curve evaluation every eval.every rounds (the last round's is the final evaluation).
+        if cfg.eval.every and (r + 1) % cfg.eval.every == 0 and (r + 1) < cfg.rounds:
             metrics = evaluate(r + 1)
             if on_eval is not None:
                 on_eval(r + 1, metrics)

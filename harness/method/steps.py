@@ -14,6 +14,8 @@ Symbols (docs/reference-loop.md):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 from dataclasses import dataclass
 
@@ -21,11 +23,13 @@ import torch
 from torch import nn
 
 from harness.method.aux_losses import AUX_LOSSES
-from harness.method.config import DIConfig
 from harness.method.modes import FREEZE_ORDERS, GENERATOR_MODES, to_teacher_range
 from harness.method.noise_levels import sample_sigma
 from harness.method.objectives import OBJECTIVES
 from harness.method.teachers import edm_denoising_loss
+
+if TYPE_CHECKING:  # annotations only: the config validates against these modules' registries
+    from harness.method.config import DIConfig
 
 
 @dataclass

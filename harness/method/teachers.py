@@ -216,7 +216,7 @@ def _shipped_teacher(name: str) -> NamedTeacher:
 
 
 def _toy_teacher(cfg, asset_dir=None):
-    return GMMTeacher(weights=cfg.toy_mode_weights, stds=cfg.toy_mode_stds), MLPDenoiser
+    return GMMTeacher(weights=cfg.toy.mode_weights, stds=cfg.toy.mode_stds), MLPDenoiser
 
 
 # Registry: name -> teacher. Its keys are the values DIConfig.teacher accepts, in this order.

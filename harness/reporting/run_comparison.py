@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.method.config import SPEED_ONLY_FIELDS, DIConfig
+from harness.method.config import SPEED_ONLY_FIELDS, DIConfig, flat_dict
 from harness.reporting.comparison import INTERVALS_NOTE, TOY_METRICS, TOY_NOTE, RunRecord, image_keys, is_toy, n_note, start_row, to_markdown, variant_rows
 from harness.common.manifest import make_manifest, write_json
 from harness.common.run_dir import RunDir
 from harness.evaluation.scoring import Evaluation
 # Fields that do not change what is computed (bookkeeping, speed): never part of a variant's name.
-NOT_A_VARIANT = {"seed", "preset", "rounds", *SPEED_ONLY_FIELDS, "eval_every", "eval_n", "final_eval_n", "inference_frozen",
-                 "channels_last", "autocast_bf16", "compile", "grad_signal_batches"}
+NOT_A_VARIANT = {"seed", "preset", "rounds", *SPEED_ONLY_FIELDS, "eval.every", "eval.n", "eval.final_n", "inference_frozen",
+                 "channels_last", "autocast_bf16", "compile", "eval.grad_signal_batches"}
 
 
 def varying_fields(configs: list[dict]) -> list[str]:
@@ -44,7 +44,7 @@ def load_run(run_dir: Path) -> dict | None:
             raise SystemExit(f"error: {run_dir} was written before start/final evaluations carried values and "
                              f"half-samples (n = final_eval_n, every feature space); re-run it with the same command")
     # through DIConfig: a run written before a field existed gets that field's (reference) default
-    config = DIConfig.load(RunDir(run_dir).config).to_dict()
+    config = flat_dict(DIConfig.load(RunDir(run_dir).config))
     return {"dir": str(run_dir), "summary": summary, "config": config}
 
 

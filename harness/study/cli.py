@@ -35,7 +35,9 @@ from pathlib import Path
 
 from harness.method.config import ConfigError
 from harness.study.spec import BUDGETS, PRUNERS, SPEC_ROOT_ENV, SpecError, all_value_configs, available_studies, load_study
-from harness.study.workers import WorkerArgs, annotate_existing, count_finished, create_or_load, record_finished_cells, requeue_lost_cells, run_cells, spawn_workers, storage_url, study_dir, worker
+from harness.study.storage import annotate_existing, count_finished, create_or_load, storage_url, study_dir
+from harness.study.trials import record_finished_cells, requeue_lost_cells
+from harness.study.workers import WorkerArgs, run_cells, spawn_workers, worker
 
 
 def worker_threads(requested: int, workers: int) -> int:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.method.config import DIConfig, apply_overrides, preset
+from harness.method.config import DIConfig
+from harness.method.overrides import apply_overrides
+from harness.method.presets import preset
 
 BUDGETS = ("smoke", "cpu", "gpu")
 # What a study can minimise: the final value of one registered metric in the primary feature space, or the toy's

@@ -153,7 +153,7 @@ def plot_samples(trials: pd.DataFrame, path: Path, title: str, spec=None, result
                 break
     references = []
     if spec is not None and results_dir is not None:
-        from harness.method.config import preset as make_preset
+        from harness.method.presets import preset as make_preset
 
         teacher = make_preset(spec.preset).teacher
         samples = Path(results_dir) / "baselines" / "samples"
@@ -219,7 +219,7 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
-    from harness.method.config import preset as make_preset
+    from harness.method.presets import preset as make_preset
 
     b = {**{k: getattr(make_preset(spec.preset), k) for k in ("rounds", "batch_size")}, **spec.budgets[budget]}
 

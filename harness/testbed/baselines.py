@@ -22,9 +22,9 @@ import torch
 
 from harness.testbed import assets
 from harness.common import markdown
-from harness.evaluation import metrics
 from harness.evaluation import scoring
 from harness.evaluation.sampling import generate
+from harness.evaluation.small_sample_noise import small_sample_noise
 from harness.evaluation.feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
 from harness.common.manifest import git_commit, make_manifest, write_json
 from harness.reporting.plots import save_grid, save_grids_panel, save_metric_bars
@@ -75,7 +75,7 @@ def measure(model: str, n: int, seed: int, refs, asset_dir=None, data_root=None,
     for k, v in evaluation.values.items():
         row[k] = v
         row[f"{k}_lo"], row[f"{k}_hi"] = evaluation.interval(k)
-    noise = metrics.small_sample_noise(refs[PRIMARY_SPACE].features, feats[PRIMARY_SPACE][0], n=100,
+    noise = small_sample_noise(refs[PRIMARY_SPACE].features, feats[PRIMARY_SPACE][0], n=100,
                                        repeats=noise_repeats, seed=seed)
     noise.insert(0, "model", model)
     return row, images, noise

@@ -20,7 +20,7 @@ from torch import nn
 from harness.method.schedules import SIGMA_DATA
 
 
-# Registries of the toy's target (DIConfig.toy_mode_stds / toy_mode_weights): name -> (K, std) -> s_k or (K,) -> pi_k.
+# Registries of the toy's target (DIConfig.toy.mode_stds / toy.mode_weights): name -> (K, std) -> s_k or (K,) -> pi_k.
 MODE_STDS = {
     "equal": lambda num_modes, std: torch.full((num_modes,), std),
     "ramp": lambda num_modes, std: torch.linspace(0.5 * std, 1.5 * std, num_modes),  # std/2 .. 3 std/2, mean std

@@ -34,7 +34,8 @@ IGNORED_COLUMNS = {"wall_s"}
 
 
 def golden_config(name: str):
-    from harness.method.config import apply_overrides, preset
+    from harness.method.overrides import apply_overrides
+    from harness.method.presets import preset
 
     return apply_overrides(preset(name), [*COMMON, *SCALE[name]])
 
