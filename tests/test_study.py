@@ -87,7 +87,7 @@ def test_every_shipped_axis_maps_each_value_to_a_valid_config():
     from harness.method.overrides import apply_overrides
     from harness.method.presets import preset
 
-    names = sorted(p.stem for p in (Path(study_mod.__file__).resolve().parent.parent / "ablations").glob("*.toml"))
+    names = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "ablations").glob("*.toml"))
     assert {"eps_port", "ddpm_port", "gradient_leakage", "generator_mode", "generator_range", "evaluation_target"} <= set(names)
     for name in names:
         axis = study_spec.load_axis(name)

@@ -84,7 +84,7 @@ class Evaluator:
 
 def save_samples_figure(x: torch.Tensor, path: Path, title: str, teacher=None) -> None:
     """Images as a grid; the toy's 2-D points as a scatter over the teacher's modes."""
-    from harness.reporting.plots import save_grid, save_points
+    from harness.common.figures import save_grid, save_points
 
     if x.dim() == 4:
         save_grid(x[:64], path, title=title)

@@ -250,7 +250,7 @@ def _seed000_markdown(pairs: pd.DataFrame, spaces: list[str], models: list[str])
 
 def save_spread_plot(draws: pd.DataFrame, path: Path) -> None:
     """Per metric and space: the distribution of single evaluations per (model, n, protocol) as box plots."""
-    from harness.reporting.plots import plt, save_figure
+    from harness.common.figures import plt, save_figure
 
     spaces = [s for s in FEATURE_SPACES if scoring.key("kid", s) in draws]
     groups = list(draws.groupby(["n", "protocol", "model"], sort=True).groups)

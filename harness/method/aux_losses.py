@@ -1,8 +1,8 @@
 """The fake-score (aux) losses: how D_q is fitted to the current generator's samples (``DIConfig.aux_loss``).
 
 Each entry is ``loss(aux, x0, sigma, noise) -> per-sample loss (B,)`` (summed over pixels); the aux step draws
-sigma from ``cfg.aux_sigma`` and the noise before it calls the loss, so every loss sees the same draws. Adding a
-loss is one entry.
+sigma from ``cfg.aux_sigma`` and the noise before it calls the loss (the ``teacher`` loss ignores them and draws
+its own t and noise, as the teacher's training did). Adding a loss is one entry.
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ class DIConfig:
     weighting: str = "reference"
     """w on the denoiser gap D_q - D_p of the generator loss. ``reference``: 1 (= sigma^2 on the score gap);
     ``score_uniform``: 1/sigma^2 (unit weight on the score gap); ``snr``: sigma_data^2/(sigma^2+sigma_data^2);
-    ``edm_lambda``: EDM's lambda(sigma); ``dmd_normalized``: 1 / mean|x0 - D_p| per sample (DMD/DMD2)."""
+    ``edm_lambda``: EDM's lambda(sigma); ``dmd_normalized``: 1 / mean|x0 - D_p| per sample (DMD/DMD2); ``eps_uniform``:
+    1/sigma (unit weight on the eps gap; the same gradient as eps_port=no_sigma)."""
     aux_sigma: NoiseDist = field(default_factory=NoiseDist)
     """sigma distribution of the aux denoising loss."""
     gen_sigma: NoiseDist = field(default_factory=NoiseDist)
@@ -245,6 +246,10 @@ class DIConfig:
             raise ConfigError("the toy's teacher is analytic (no network to copy): use aux_init=scratch")
         if self.teacher == "toy-gmm" and AUX_LOSSES[self.aux_loss].needs_trained_teacher:
             raise ConfigError(f"aux_loss={self.aux_loss} needs a trained teacher; the toy's teacher is analytic")
+        objective = OBJECTIVES[self.objective]
+        if objective.extra_networks or objective.extra_data:  # declared, but the loop cannot build them yet
+            raise ConfigError(f"objective {self.objective} needs {', '.join(objective.extra_networks + objective.extra_data)}, "
+                              f"which the loop does not build yet")
         if OBJECTIVES[self.objective].needs_fake_score and self.aux_steps < 1:
             raise ConfigError(f"aux_steps must be >= 1 (objective {self.objective} fits a fake score), got {self.aux_steps}")
         for name in ("rounds", "batch_size", "eval.n", "eval.final_n"):

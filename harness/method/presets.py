@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.method.config import ConfigError, DIConfig, EvalConfig, NoiseDist
+from harness.method.config import LEGACY_NAMES, ConfigError, DIConfig, EvalConfig, NoiseDist
+from harness.method.overrides import apply_overrides
 
 PRESETS: dict[str, dict[str, Any]] = {
     "reference-onestep": {"teacher": "edm", "generator": "onestep"},
@@ -23,6 +24,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides) -> DIConfig:
+    """The preset ``name`` with fields replaced by ``overrides`` (a grouped field's old name, ``eval_n=100``, too)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    return DIConfig(preset=name, **{**PRESETS[name], **overrides})
+    legacy = {k: overrides.pop(k) for k in list(overrides) if k in LEGACY_NAMES}
+    cfg = DIConfig(preset=name, **{**PRESETS[name], **overrides})
+    return apply_overrides(cfg, legacy) if legacy else cfg

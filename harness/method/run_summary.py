@@ -44,7 +44,7 @@ def write_summary(out: Path, cfg: DIConfig, status: str, reason: str, evaluation
     write_json(run.summary, summary)
     grids = run.grid_files()
     if len(grids) > 1 and not TEACHERS[cfg.teacher].analytic:  # the samples over training, left to right (same latents)
-        from harness.reporting.plots import grid_strip
+        from harness.common.figures import grid_strip
 
         grid_strip(grids, run.strip, f"{cfg.preset} seed {cfg.seed}: EMA generator samples over training ({status})")
     return summary

@@ -95,7 +95,7 @@ class ScoreNets:
     """The teacher D_p and the fake score D_q as the generator step's objective may use them.
 
     ``sigma(dist, b)`` and ``noise(x0)`` draw the noise (or return the values a test passed in); ``denoise(x_sigma,
-    sigma) -> (D_p, D_q)`` evaluates both nets with the config's plumbing: their train/eval modes and frozen
+    sigma) -> (D_p, D_q)`` evaluates both nets (D_q is None for an objective without a fake score) with the config's plumbing: their train/eval modes and frozen
     parameters (freeze_order), shared dropout masks, gradients through the nets or not (detach_scores, and the
     objective's own declaration), inference mode, channels_last and bf16 autocast. Detached outputs come back as
     float32 constants. ``restore()`` puts the aux net back (train mode, trainable) after the backward."""
@@ -111,6 +111,7 @@ class ScoreNets:
         self.aux_train = order.aux_train and not sid
         self.freeze_aux = order.frozen_nets or sid
         self.share_masks = order.share_masks
+        self.fake = OBJECTIVES[cfg.objective].needs_fake_score  # without a fake score, D_q is never evaluated
 
     def sigma(self, dist, b: int) -> torch.Tensor:
         return sample_sigma(dist, b, self.device) if self._sigma is None else self._sigma
@@ -133,15 +134,15 @@ class ScoreNets:
         if cfg.channels_last and x_in.dim() == 4:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         with grad_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            rng = save_rng(self.device) if self.share_masks else None
+            rng = save_rng(self.device) if self.share_masks and self.fake else None
             d_p = teacher.denoise(x_in, sigma)
-            if self.share_masks:
+            if rng is not None:
                 restore_rng(rng, self.device)  # same dropout masks in D_q as in D_p
-            d_q = aux.denoise(x_in, sigma)
+            d_q = aux.denoise(x_in, sigma) if self.fake else None
         teacher.eval()
         if self.detach:  # plain float32 constants (inference tensors cannot be saved for backward)
-            return d_p.float().clone(), d_q.float().clone()
-        return d_p.float(), d_q.float()
+            return d_p.float().clone(), None if d_q is None else d_q.float().clone()
+        return d_p.float(), None if d_q is None else d_q.float()
 
     def restore(self) -> None:
         self.aux.train()

@@ -1,73 +1,13 @@
-"""Figures (matplotlib/seaborn, headless): sample grids and metric comparisons.
-
-Every figure is drawn here, and this is the one place that picks matplotlib's backend: Agg, which needs no
-display (workers, CI, lent machines); modules that draw import ``plt`` from here.
-"""
+"""Figures of results (matplotlib/seaborn, headless): metric bars and curves, diagnostics, before/after samples,
+paired effects, class shares, importances. Sample images and the one figure writer are harness.common.figures."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-
-def save_figure(fig, path: Path, dpi: int, tight_layout: bool = True) -> None:
-    """Lay the figure out (unless told not to), write it to ``path`` (making its folder) and free it."""
-    if tight_layout:
-        fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-
-
-def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> torch.Tensor:
-    """(B, 1, H, W) in [-1, 1] -> one (H', W') array in [0, 1] (no torchvision needed)."""
-    images = images[: nrow * nrow].clamp(-1, 1).add(1).div(2)
-    b, _, h, w = images.shape
-    rows = (b + nrow - 1) // nrow
-    grid = torch.ones(rows * (h + pad) + pad, nrow * (w + pad) + pad)
-    for i in range(b):
-        r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = images[i, 0]
-    return grid
-
-
-def save_grid(images: torch.Tensor, path: Path, title: str | None = None, nrow: int = 8) -> None:
-    grid = image_grid(images, nrow)
-    fig, ax = plt.subplots(figsize=(4, 4 * grid.shape[0] / grid.shape[1]))
-    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    save_figure(fig, path, dpi=150, tight_layout=False)
-
-
-def save_points(points: torch.Tensor, path: Path, title: str, modes: torch.Tensor | None = None) -> None:
-    """2-D samples (N, 2) as a scatter on [-2, 2]^2, with the target's modes as red crosses (the toy)."""
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    ax.scatter(*points.T.numpy(), s=2, alpha=0.5, label="generator")
-    if modes is not None:
-        ax.scatter(*modes.T.numpy(), marker="x", color="red", label="modes")
-    ax.set_xlim(-2, 2)
-    ax.set_ylim(-2, 2)
-    ax.set_title(title, fontsize=9)
-    save_figure(fig, path, dpi=120, tight_layout=False)
-
-
-def save_grids_panel(named_images: dict[str, torch.Tensor], path: Path, nrow: int = 8) -> None:
-    """One panel per model, side by side."""
-    n = len(named_images)
-    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.3))
-    for ax, (name, images) in zip(axes if n > 1 else [axes], named_images.items()):
-        ax.imshow(image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    save_figure(fig, path, dpi=150, tight_layout=False)
+from harness.common.figures import plt, save_figure
 
 
 def save_metric_bars(table, path: Path, title: str = ""):
@@ -166,7 +106,10 @@ def diagnostics(rounds, path, title: str, evals=None) -> None:
     # callers concatenate runs' CSVs, so row labels repeat; seaborn needs them unique
     data = rounds.reset_index(drop=True)
     evals = evals.reset_index(drop=True) if evals is not None else None
-    data["aux - teacher loss"] = data["aux_loss"] - data["teacher_loss"]
+    # an objective without a fake score logs no aux loss (its panel stays empty); nor, possibly, a grad norm
+    data["aux - teacher loss"] = data["aux_loss"] - data["teacher_loss"] if "aux_loss" in data else float("nan")
+    if "gen_grad_norm" not in data:
+        data["gen_grad_norm"] = float("nan")
     last = data.groupby("variant")["round"].transform("max")
     data["phase"] = None
     data.loc[data["round"] <= 0.1 * last, "phase"] = "first 10%"
@@ -322,18 +265,6 @@ def class_shift(groups: list[tuple[str, list[dict]]], target: dict[str, list[flo
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("\n".join(textwrap.wrap(title, 130)), fontsize=9)
     save_figure(fig, path, dpi=120)
-
-
-def grid_strip(grids: list[Path], path: Path, title: str) -> None:
-    """A run's sample grids over training, left to right (the same latents at every evaluation)."""
-    if not grids:
-        return
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.4 * len(grids), 2.8), squeeze=False)
-    for ax, g in zip(axes[0], grids):
-        ax.imshow(plt.imread(g))
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    save_figure(fig, path, dpi=110)
 
 
 def importance_bars(importances, path: Path, xlabel: str) -> None:

@@ -14,7 +14,7 @@ Specs are files: ``studies/NAME.toml`` (axes, sampler, seeds, budgets, objective
   stores every metric in every feature space, the start and final evaluations (with half-samples), its paired
   change and verdict, score gap, wall time and its run directory as attributes.
   Objective: final FID in the primary (vgg) feature space, minimised: unlike KID alone it rises when recall
-  falls (see harness.study.spec.OBJECTIVES). Divergence ends the trial as pruned with its reason.
+  falls (see harness.study.spec.STUDY_METRICS). Divergence ends the trial as pruned with its reason.
 * Storage: SQLite at DIR/NAME/study.db by default (any Optuna RDB URL works), with heartbeats: a trial whose
   worker was killed goes stale, is marked failed and re-enqueued with the same parameters, and its rerun
   resumes the run directory's checkpoint. Rerunning the same command after a kill therefore continues.

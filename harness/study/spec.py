@@ -26,7 +26,7 @@ BUDGETS = ("smoke", "cpu", "gpu")
 # MMD². FID is the default for image studies: it is a distance between fitted Gaussians, so it grows when the
 # samples leave the data (fidelity) *and* when they cover less of it (diversity); KID alone stayed flat in
 # lr_sweep while recall fell from 0.245 to 0.155, and a search on KID rewarded that collapse.
-OBJECTIVES = ("fid", "kid", "mmd2")
+STUDY_METRICS = ("fid", "kid", "mmd2")  # what a study minimises (not a generator objective: harness.method.objectives)
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("median", "hyperband", "none")
 SPEC_ROOT_ENV = "HARNESS_SPECS"
@@ -51,7 +51,7 @@ class Axis:
     def overrides(self, value) -> dict[str, Any]:
         """Config overrides for one value (a categorical label, or a number for a float axis)."""
         if self.kind == "categorical":
-            return self.values[str(value)]
+            return dotted(self.values[str(value)])
         return {self.field: float(value)}
 
 
@@ -137,8 +137,8 @@ def load_study(name: str, root: Path | None = None) -> StudySpec:
     missing = [b for b in BUDGETS if b not in budgets]
     if missing:
         raise SpecError(f"study {name}: missing budget(s) {', '.join(missing)}")
-    if raw.get("objective", "fid") not in OBJECTIVES:
-        raise SpecError(f"study {name}: objective must be one of {', '.join(OBJECTIVES)} (mmd2: toy only)")
+    if raw.get("objective", "fid") not in STUDY_METRICS:
+        raise SpecError(f"study {name}: objective must be one of {', '.join(STUDY_METRICS)} (mmd2: toy only)")
     if raw.get("pruner", "median") not in PRUNERS:
         raise SpecError(f"study {name}: pruner must be median, hyperband or none")
     return StudySpec(name=raw.get("name", name), description=raw.get("description", ""), preset=raw["preset"], axes=axes,
@@ -161,7 +161,8 @@ def objective_name(spec: StudySpec, budget: str) -> str:
 
     if spec.objective == "mmd2":
         return "final MMD² of the toy generator (RBF kernels)"
-    n = spec.budgets[budget].get("final_eval_n", 5000)
+    budget_fields = dotted({k: v for k, v in spec.budgets[budget].items() if k not in ("seeds", "trials")})
+    n = apply_overrides(preset(spec.preset), {k: _as_override(v) for k, v in budget_fields.items()}).eval.final_n
     return f"final {METRICS[spec.objective].header(PRIMARY_SPACE)}, n={n}"
 
 
@@ -170,12 +171,24 @@ def build_config(spec: StudySpec, budget: str, params: dict[str, Any], seed: int
     axis's overrides."""
     b = spec.budgets[budget]
     cfg = preset(spec.preset, seed=seed, threads=threads)
-    # Every budget key but seeds/trials is a config field (rounds, batch_size, eval_every, eval_n, ckpt_every_s...).
-    overrides: dict[str, Any] = {k: v for k, v in b.items() if k not in ("seeds", "trials")}
-    overrides.update(spec.base)
+    # Every budget key but seeds/trials is a config field (rounds, batch_size, ckpt_every_s, the eval group...).
+    overrides: dict[str, Any] = dotted({k: v for k, v in b.items() if k not in ("seeds", "trials")})
+    overrides.update(dotted(spec.base))
     for axis in spec.axes:
         overrides.update(axis.overrides(params[axis.name]))
     return apply_overrides(cfg, {k: _as_override(v) for k, v in overrides.items()})
+
+
+def dotted(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A TOML table of overrides with a group as a sub-table (``eval = {every = 50, n = 2000}``) as dotted field names
+    (``eval.every``, ``eval.n``), the form ``apply_overrides`` takes."""
+    out: dict[str, Any] = {}
+    for k, v in overrides.items():
+        if isinstance(v, dict):
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _as_override(value):

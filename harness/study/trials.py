@@ -115,7 +115,7 @@ def _record(trial, run_dir: Path, status: str, reason: str) -> None:
         import pandas as pd
 
         df = pd.read_csv(rounds)
-        if len(df):
+        if len(df) and "score_gap" in df:  # the di objective's statistic; others may log none
             tail = df.tail(max(1, len(df) // 10))
             trial.set_user_attr("score_gap", float(tail["score_gap"].mean()))
     evals = RunDir(run_dir).evals

@@ -27,7 +27,8 @@ from harness.evaluation.sampling import generate
 from harness.evaluation.small_sample_noise import small_sample_noise
 from harness.evaluation.feature_spaces import FEATURE_SPACES, PRIMARY_SPACE
 from harness.common.manifest import git_commit, make_manifest, write_json
-from harness.reporting.plots import save_grid, save_grids_panel, save_metric_bars
+from harness.common.figures import save_grid, save_grids_panel
+from harness.reporting.plots import save_metric_bars
 from harness.common.progress import progress_bar
 from harness.method.teachers import default_sampler_kwargs, load_teacher
 
