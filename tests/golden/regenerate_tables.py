@@ -93,3 +93,7 @@ def csv_close(path: str, rel: float = 1e-9) -> bool:
             if not math.isclose(x, y, rel_tol=rel, abs_tol=0.0):
                 return False
     return True
+
+
+if __name__ == "__main__":
+    main()
