@@ -2,6 +2,7 @@
 file a run directory holds named in one module (harness.common.run_dir)."""
 
 import ast
+import re
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent.parent / "harness"
@@ -87,3 +88,13 @@ def test_run_directory_file_names_live_in_one_module():
                     and node.value in names:
                 spelled.setdefault(name, []).append(node.value)
     assert not spelled, spelled
+
+
+def test_the_readme_layout_table_matches_the_tree():
+    """Every module is a row of the README's Layout table, and every harness path the table names exists."""
+    readme = (HARNESS.parent / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `(harness/[\w/.]*)` \|", layout, flags=re.M))
+    files = {str(p.relative_to(HARNESS.parent)) for p in HARNESS.rglob("*.py") if p.name != "__init__.py"}
+    assert not files - named, f"modules missing from the README's Layout table: {sorted(files - named)}"
+    assert all((HARNESS.parent / n).exists() for n in named), [n for n in named if not (HARNESS.parent / n).exists()]
