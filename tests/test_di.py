@@ -319,6 +319,36 @@ def test_optimised_path_gives_the_same_gradient():
     assert 0 < err < 0.1  # bf16 changes the numbers a little, not the direction
 
 
+def test_bf16_precision_runs_every_network_pass_in_bf16_and_stores_float32():
+    """precision=bf16 runs G's forward, the aux loss's forward and both score evaluations in bf16 (the scores-only
+    toggle leaves G in float32); the gradients, the loss and the weights stay float32, within bf16 rounding of fp32."""
+    z, sigma, noise = fixed_inputs()
+    grads = {}
+    for label, cfg in (("fp32", DIConfig(freeze_order="clean")),
+                       ("scores", DIConfig(freeze_order="clean", autocast_bf16=True)),
+                       ("all", DIConfig(freeze_order="clean", precision="bf16"))):
+        nets = make_nets()
+        for net in (nets.teacher, nets.aux, nets.generator):
+            net.float()
+        seen = {}
+        def record(name):
+            return lambda module, inputs, output: seen.setdefault(name, output.dtype) and None  # None: output kept
+
+        nets.generator.lin.register_forward_hook(record("G"))
+        nets.aux.net.register_forward_hook(record("aux"))
+        opt_aux = torch.optim.Adam(nets.aux.parameters(), lr=0.0)
+        steps.aux_step(cfg, nets, opt_aux, z.float(), sigma=sigma.float(), noise=noise.float())
+        aux_dtype = seen.pop("aux")
+        out = gen_step(cfg, nets, z.float(), sigma.float(), noise.float())
+        grads[label] = nets.generator.lin.weight.grad
+        assert grads[label].dtype == nets.generator.lin.weight.dtype == torch.float32
+        assert isinstance(out["surrogate"], float) and out["score_gap"].dtype == torch.float32
+        bf16 = torch.bfloat16
+        assert (seen["G"], aux_dtype, seen["aux"]) == {"fp32": (torch.float32,) * 3, "scores": (torch.float32, torch.float32, bf16),
+                                                       "all": (bf16, bf16, bf16)}[label]
+    assert 0 < rel_err(grads["all"], grads["fp32"]) < 0.1
+
+
 def test_inference_frozen_requires_detached_scores():
     with pytest.raises(ValueError, match="inference_frozen needs detach_scores=True"):
         DIConfig(inference_frozen=True, detach_scores=False)

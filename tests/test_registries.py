@@ -20,6 +20,7 @@ from harness.method.modes import to_teacher_range
 from harness.method.networks import build
 from harness.method.noise_levels import SIGMA_KINDS, sample_sigma
 from harness.method.objectives import OBJECTIVES
+from harness.method.precision import PRECISIONS
 from harness.method.steps import ScoreNets, aux_step, generator_step, round_statistics
 from harness.method.teachers import EDMTeacher
 from harness.method.weightings import WEIGHTINGS
@@ -369,3 +370,24 @@ def test_choice_registry_is_nonempty_and_rejects_unknown_values(field):
 def test_choice_default_is_the_registry_first_entry(field):
     """Registries list the reference first, and the reference is every field's default."""
     assert field_value(DIConfig(), field) == next(iter(REGISTRIES[field]))
+
+
+@pytest.mark.parametrize("name", list(PRECISIONS))
+def test_every_precision_trains_the_toy_with_float32_weights_and_optimiser_state(name):
+    """A precision changes how the passes compute, never what is stored: weights, gradients and Adam's moments stay
+    float32, the step moves G, and the reference precision is the default."""
+    torch.manual_seed(0)
+    cfg = replace(apply_overrides(preset("toy"), ["batch_size=32"]), precision=name)
+    nets = build_nets(cfg)
+    opt_aux, opt_gen = make_optimisers(cfg, nets)
+    before = [p.detach().clone() for p in nets.generator.parameters()]
+    aux_step(cfg, nets, opt_aux, nets.sample_latent(32))
+    out = generator_step(cfg, nets, opt_gen, nets.sample_latent(32))
+    assert math.isfinite(out["surrogate"]) and out["gen_grad_norm"] > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, nets.generator.parameters()))
+    for opt in (opt_aux, opt_gen):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                assert p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+                assert all(v.dtype == torch.float32 for k, v in opt.state[p].items() if k != "step")
+    assert next(iter(PRECISIONS)) == "fp32" == DIConfig().precision

@@ -215,7 +215,11 @@ class DIConfig:
     channels_last: bool = False
     """Networks and image batches in channels_last memory format (faster convolutions on many backends)."""
     autocast_bf16: bool = False
-    """bfloat16 autocast for the two score evaluations (GPU; results differ by bf16 rounding only)."""
+    """bfloat16 autocast for the two score evaluations only (the GPU benchmark's toggle); ``precision=bf16`` covers
+    every network pass."""
+    precision: str = "fp32"
+    """Numeric precision of the training steps' network passes (harness.method.precision): ``fp32`` (reference) or
+    ``bf16`` (autocast; float32 weights, optimiser state and DI arithmetic; evaluations stay float32)."""
     compile: bool = False
     """torch.compile the denoiser forwards (GPU; compilation costs about a minute up front)."""
 
@@ -352,6 +356,7 @@ def choice_registries() -> dict[str, dict]:
     from harness.method.generators import GENERATORS
     from harness.method.modes import FREEZE_ORDERS, GENERATOR_MODES, GENERATOR_RANGES
     from harness.method.objectives import OBJECTIVES
+    from harness.method.precision import PRECISIONS
     from harness.method.schedules import LR_DECAYS
     from harness.method.teachers import TEACHERS
     from harness.testbed.toy import MODE_STDS, MODE_WEIGHTS
@@ -361,4 +366,4 @@ def choice_registries() -> dict[str, dict]:
             "weighting": WEIGHTINGS, "aux_init": AUX_INITS, "aux_loss": AUX_LOSSES, "eps_port": EPS_PORTS,
             "generator_mode": GENERATOR_MODES, "generator_range": GENERATOR_RANGES, "eval.generator": EVAL_GENERATORS,
             "aux_lr_decay": LR_DECAYS, "toy.mode_weights": MODE_WEIGHTS, "toy.mode_stds": MODE_STDS,
-            "device": DEVICES}
+            "device": DEVICES, "precision": PRECISIONS}

@@ -26,6 +26,7 @@ from harness.method.aux_losses import AUX_LOSSES
 from harness.method.modes import FREEZE_ORDERS, GENERATOR_MODES, to_teacher_range
 from harness.method.noise_levels import sample_sigma
 from harness.method.objectives import OBJECTIVES
+from harness.method.precision import PRECISIONS, network_passes
 from harness.method.teachers import edm_denoising_loss
 
 if TYPE_CHECKING:  # annotations only: the config validates against these modules' registries
@@ -133,7 +134,8 @@ class ScoreNets:
             grad_ctx, x_in = torch.enable_grad(), x_sigma
         if cfg.channels_last and x_in.dim() == 4:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
-        with grad_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+        bf16 = cfg.autocast_bf16 or PRECISIONS[cfg.precision].autocast_dtype == torch.bfloat16
+        with grad_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             rng = save_rng(self.device) if self.share_masks and self.fake else None
             d_p = teacher.denoise(x_in, sigma)
             if rng is not None:
@@ -171,8 +173,9 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     if order.frozen_nets:
         G.requires_grad_(False)
     G.train(g_mode.sampling_train)
-    with torch.no_grad() if cfg.aux_batch_detach else contextlib.nullcontext():
-        x0 = to_teacher_range(G(z), cfg.generator_range)
+    passes = network_passes(cfg.precision, z.device)
+    with torch.no_grad() if cfg.aux_batch_detach else contextlib.nullcontext(), passes:
+        x0 = to_teacher_range(G(z), cfg.generator_range).float()  # DI's arithmetic in float32 (a no-op in fp32)
     G.train(g_mode.step_train)
     if order.frozen_nets:
         G.requires_grad_(True)
@@ -181,7 +184,8 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     sigma = sample_sigma(cfg.aux_sigma, b, x0.device) if sigma is None else sigma
     noise = torch.randn_like(x0) if noise is None else noise
     aux.train(not order.frozen_nets)  # frozen_nets (clean): no dropout anywhere
-    per_sample = AUX_LOSSES[cfg.aux_loss].loss(aux, x0, sigma, noise)
+    with network_passes(cfg.precision, z.device):
+        per_sample = AUX_LOSSES[cfg.aux_loss].loss(aux, x0, sigma, noise).float()
     loss = per_sample.sum() * cfg.aux_loss_scale / b
     loss.backward()
     norm = _step(opt_aux, aux_params, cfg)
@@ -190,7 +194,8 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     with torch.no_grad():  # diagnostic only: how well the *teacher* denoises the same generator batch
         was_training = teacher.training
         teacher.eval()
-        teacher_loss = edm_denoising_loss(teacher, x0, sigma, noise).mean().item()
+        with network_passes(cfg.precision, z.device):
+            teacher_loss = edm_denoising_loss(teacher, x0, sigma, noise).float().mean().item()
         teacher.train(was_training)
     return {"aux_loss": loss.item() / cfg.aux_loss_scale, "teacher_loss": teacher_loss, "aux_grad_norm": norm}
 
@@ -208,7 +213,8 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
     if cfg.gen_zero_grad:
         opt_gen.zero_grad(set_to_none=True)
     G.train(GENERATOR_MODES[cfg.generator_mode].step_train)
-    x0 = to_teacher_range(G(z), cfg.generator_range)
+    with network_passes(cfg.precision, z.device):
+        x0 = to_teacher_range(G(z), cfg.generator_range).float()  # the objective's arithmetic in float32
     scores = ScoreNets(cfg, nets, z.device, sigma, noise)
     per_sample, stats = objective.loss(cfg, scores, x0)
     loss = (per_sample * cfg.gen_loss_scale).sum() / x0.shape[0]
