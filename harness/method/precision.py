@@ -33,3 +33,9 @@ def network_passes(precision: str, device: torch.device):
     """The context a network pass of the training steps runs in."""
     dtype = PRECISIONS[precision].autocast_dtype
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """A network output as DI's arithmetic takes it: float32 when a pass ran in a low precision, else unchanged (a
+    float64 test network stays float64)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t

@@ -26,7 +26,7 @@ from harness.method.aux_losses import AUX_LOSSES
 from harness.method.modes import FREEZE_ORDERS, GENERATOR_MODES, to_teacher_range
 from harness.method.noise_levels import sample_sigma
 from harness.method.objectives import OBJECTIVES
-from harness.method.precision import PRECISIONS, network_passes
+from harness.method.precision import PRECISIONS, full_precision, network_passes
 from harness.method.teachers import edm_denoising_loss
 
 if TYPE_CHECKING:  # annotations only: the config validates against these modules' registries
@@ -175,7 +175,7 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     G.train(g_mode.sampling_train)
     passes = network_passes(cfg.precision, z.device)
     with torch.no_grad() if cfg.aux_batch_detach else contextlib.nullcontext(), passes:
-        x0 = to_teacher_range(G(z), cfg.generator_range).float()  # DI's arithmetic in float32 (a no-op in fp32)
+        x0 = full_precision(to_teacher_range(G(z), cfg.generator_range))  # DI's arithmetic in float32
     G.train(g_mode.step_train)
     if order.frozen_nets:
         G.requires_grad_(True)
@@ -185,7 +185,7 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
     noise = torch.randn_like(x0) if noise is None else noise
     aux.train(not order.frozen_nets)  # frozen_nets (clean): no dropout anywhere
     with network_passes(cfg.precision, z.device):
-        per_sample = AUX_LOSSES[cfg.aux_loss].loss(aux, x0, sigma, noise).float()
+        per_sample = full_precision(AUX_LOSSES[cfg.aux_loss].loss(aux, x0, sigma, noise))
     loss = per_sample.sum() * cfg.aux_loss_scale / b
     loss.backward()
     norm = _step(opt_aux, aux_params, cfg)
@@ -195,7 +195,7 @@ def aux_step(cfg: DIConfig, nets: DINets, opt_aux: torch.optim.Optimizer, z: tor
         was_training = teacher.training
         teacher.eval()
         with network_passes(cfg.precision, z.device):
-            teacher_loss = edm_denoising_loss(teacher, x0, sigma, noise).float().mean().item()
+            teacher_loss = full_precision(edm_denoising_loss(teacher, x0, sigma, noise)).mean().item()
         teacher.train(was_training)
     return {"aux_loss": loss.item() / cfg.aux_loss_scale, "teacher_loss": teacher_loss, "aux_grad_norm": norm}
 
@@ -214,7 +214,7 @@ def generator_step(cfg: DIConfig, nets: DINets, opt_gen: torch.optim.Optimizer, 
         opt_gen.zero_grad(set_to_none=True)
     G.train(GENERATOR_MODES[cfg.generator_mode].step_train)
     with network_passes(cfg.precision, z.device):
-        x0 = to_teacher_range(G(z), cfg.generator_range).float()  # the objective's arithmetic in float32
+        x0 = full_precision(to_teacher_range(G(z), cfg.generator_range))  # the objective's arithmetic in float32
     scores = ScoreNets(cfg, nets, z.device, sigma, noise)
     per_sample, stats = objective.loss(cfg, scores, x0)
     loss = (per_sample * cfg.gen_loss_scale).sum() / x0.shape[0]
