@@ -582,3 +582,17 @@ def test_finished_cells_are_recorded_before_any_worker_trains(toy_specs, tmp_pat
         else:
             assert t.state == TrialState.WAITING and not (out / "runs" / f"toy_lr={lr}_seed{seed}").exists()
     assert study_trials.record_finished_cells(study, spec, "smoke", 2, out) == 0  # nothing left to record
+
+
+def test_the_study_command_prints_the_compact_table_and_the_wide_one_on_request(toy_smoke_results, toy_specs, capsys):
+    toy_specs(rounds=10, eval_every=5)  # the specs the shared smoke study was made from
+    args = ["toy_study", "--budget", "smoke", "--results-dir", str(toy_smoke_results), "--report"]
+    study_mod.main(args)
+    compact = capsys.readouterr().out
+    study_mod.main(args + ["--wide"])
+    wide = capsys.readouterr().out
+    table = compact[compact.index("toy_study [SMOKE budget"):]
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert "full tables" in table and str(toy_smoke_results / "toy_study-smoke" / "table.md") in table
+    assert "toy_lr=" in table and "verdict vs start" not in table
+    assert "verdict vs start" in wide and "full tables" not in wide

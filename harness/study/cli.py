@@ -61,6 +61,8 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--report", action="store_true", help="only regenerate tables and plots from the storage")
+    p.add_argument("--wide", action="store_true", help="print the full table (values with intervals, full verdicts; "
+                                                       "200 columns) instead of the compact one")
     p.add_argument("--run-cells", action="store_true",
                    help="grid studies: only train the cells' run directories, with no storage (e.g. on a lent GPU "
                         "machine); the same command without this flag later records them as trials without training")
@@ -158,7 +160,8 @@ def main(argv=None) -> None:
         annotate_existing(spec, budget, url)
     ran = finished_after > finished_before
     write_study_report(spec, budget, url, out, command=command, wall_s=time.time() - t0, results_dir=Path(args.results_dir),
-                       report_only=not ran, trials_finished=finished_after - finished_before, write=args.report or ran)
+                       report_only=not ran, trials_finished=finished_after - finished_before, write=args.report or ran,
+                       wide=args.wide)
 
 
 if __name__ == "__main__":

@@ -186,11 +186,13 @@ def importance(study, out: Path, objective: str = "the objective") -> None:
 
 
 def write_study_report(spec, budget: str, url: str, out: Path, command: str, wall_s: float, results_dir: Path,
-                       report_only: bool = False, trials_finished: int = 0, write: bool = True) -> pd.DataFrame:
+                       report_only: bool = False, trials_finished: int = 0, write: bool = True,
+                       wide: bool = False) -> pd.DataFrame:
     """Tables, plots and manifest of a study from its storage. ``report_only``: this call ran no trial (a
     ``--report`` redraw, or a re-run that found every trial finished), so the manifest keeps the history of the
     calls that did: ``study_runs``, one entry per call that finished ``trials_finished`` >= 1 trials.
-    ``write=False``: print the table, write nothing (a re-run that changed nothing leaves the files as they are)."""
+    ``write=False``: print the table, write nothing (a re-run that changed nothing leaves the files as they are).
+    The printed table is the compact one (100 columns) unless ``wide``."""
     import optuna
 
     t0 = time.time()
@@ -214,7 +216,7 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
         table = pd.DataFrame(columns=["variant", "kind", "n", "n_seeds", "evidence", "verdict"])
     table.insert(0, "budget", budget)
     if not write:
-        _print_table(table, label)
+        print_table(table, label, out, wide)
         return table
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)
@@ -249,7 +251,7 @@ def write_study_report(spec, budget: str, url: str, out: Path, command: str, wal
                              report_wall_s=round(time.time() - t0, 2), n_trials=len(trials),
                              study_runs=runs, trial_git_commits=_trial_commits(trials))
     write_json(out / "manifest.json", manifest)
-    _print_table(table, label)
+    print_table(table, label, out, wide)
     return table
 
 
@@ -272,25 +274,11 @@ def _trial_commits(trials: pd.DataFrame) -> list[str]:
     return sorted(commits)
 
 
-def _print_table(table: pd.DataFrame, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_table(table: pd.DataFrame, title: str, out: Path, wide: bool = False) -> None:
+    """The table in the terminal: compact (100 columns) with the paths of the full tables, or the wide one."""
+    from harness.reporting.terminal_table import compact_table, wide_table
 
-    from harness.reporting.comparison import fmt
-    from harness.evaluation.feature_spaces import PRIMARY_SPACE
-
-    t = Table(title=title)
-    cols = [("row", "variant", None), ("seeds", "n_seeds", None), ("n", "n", None)]
-    if "mmd2" in table:
-        cols += [("MMD²", "mmd2", ".4g")]
+    if wide:
+        wide_table(table, title)
     else:
-        cols += [(f"{m} ({PRIMARY_SPACE})", f"{m}_{PRIMARY_SPACE}", ".3f" if m in ("precision", "recall", "class_tv") else ".4g")
-                 for m in ("fid", "kid", "precision", "recall", "class_tv")]
-    cols += [("verdict vs start", "verdict", None), ("paired seeds vs reference", "n_pairs", None),
-             ("verdict vs reference", "verdict_vs_ref", None)]
-    cols = [c for c in cols if c[1] in table]
-    for name, _, _ in cols:
-        t.add_column(name)
-    for _, r in table.iterrows():
-        t.add_row(*[fmt(r.get(c), r.get(f"{c}_lo"), r.get(f"{c}_hi"), spec) if spec else fmt(r.get(c)) for _, c, spec in cols])
-    Console(width=200).print(t)
+        print(compact_table(table, title, [str(out / "table.md"), str(out / "table.csv")]))
