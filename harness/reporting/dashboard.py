@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,12 @@ from pathlib import Path
 from harness.common.manifest import make_manifest, write_json
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# Headless, as root, on a closed network: no sandbox (root), no GPU, and none of the background connections that a
+# machine without internet access refuses; a fresh profile per call. Virtual time lets the single-page app fetch the
+# study and draw its charts before the page is read.
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                 "--virtual-time-budget=15000")
 
 
 def find_browser() -> str | None:
@@ -55,6 +63,25 @@ def serve(db: Path) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
+def run_browser(browser: str, args: list[str]) -> str:
+    """Headless Chromium with ``args`` (after BROWSER_FLAGS) in a fresh profile; returns what it printed."""
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", *args], check=True,
+                              capture_output=True, text=True, timeout=120)
+    return done.stdout
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees in a rendered page's DOM: tags, styles and scripts dropped, white space collapsed."""
+    html = re.sub(r"<(style|script)\b[^>]*>.*?</\1>", " ", html, flags=re.S | re.I)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def rendered_text(browser: str, url: str) -> str:
+    """The visible text of ``url`` after its scripts ran (the DOM, not the HTML the server sent)."""
+    return visible_text(run_browser(browser, ["--window-size=1600,1000", "--dump-dom", url]))
+
+
 def screenshot(db: Path, study_name: str, out: Path, browser: str, size: tuple[int, int] = (1600, 1000)) -> dict:
     """Render the study page to ``out``; returns what the manifest records."""
     server, port = serve(db)
@@ -65,10 +92,7 @@ def screenshot(db: Path, study_name: str, out: Path, browser: str, size: tuple[i
             raise SystemExit(f"error: no study {study_name!r} in {db}")
         url = f"http://127.0.0.1:{port}/dashboard/studies/{study_id}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        # virtual time lets the single-page app fetch the study and draw its charts before the capture
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=15000",
-                        f"--screenshot={out}", url], check=True, capture_output=True, timeout=120)
+        run_browser(browser, [f"--window-size={size[0]},{size[1]}", f"--screenshot={out.resolve()}", url])
     finally:
         server.terminate()
         server.wait(timeout=10)
