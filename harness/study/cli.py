@@ -154,8 +154,8 @@ def main(argv=None) -> None:
             spawn_workers(args.workers, wargs)
         finished_after = count_finished(study)
         if finished_after == finished_before:
-            print(f"[study {spec.name}] no trial left to run: the committed tables and plots are left as they are "
-                  f"(`python -m harness.study {spec.name} --report` redraws them)", flush=True)
+            print(f"[study {spec.name}] no trial left to run: the committed tables and plots are left as they are\n"
+                  f"  (`python -m harness.study {spec.name} --report` redraws them)", flush=True)
     if args.report:
         annotate_existing(spec, budget, url)
     ran = finished_after > finished_before
