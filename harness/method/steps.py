@@ -96,10 +96,11 @@ class ScoreNets:
     """The teacher D_p and the fake score D_q as the generator step's objective may use them.
 
     ``sigma(dist, b)`` and ``noise(x0)`` draw the noise (or return the values a test passed in); ``denoise(x_sigma,
-    sigma) -> (D_p, D_q)`` evaluates both nets (D_q is None for an objective without a fake score) with the config's plumbing: their train/eval modes and frozen
-    parameters (freeze_order), shared dropout masks, gradients through the nets or not (detach_scores, and the
-    objective's own declaration), inference mode, channels_last and bf16 autocast. Detached outputs come back as
-    float32 constants. ``restore()`` puts the aux net back (train mode, trainable) after the backward."""
+    sigma) -> (D_p, D_q)`` evaluates both nets (D_q is None for an objective without a fake score) with the config's
+    plumbing: their train/eval modes and frozen parameters (freeze_order), shared dropout masks, gradients through the
+    nets or not (detach_scores, and the objective's own declaration), inference mode, channels_last and bf16 autocast.
+    Detached outputs come back as float32 constants. ``restore()`` puts the aux net back (train mode, trainable) after
+    the backward."""
 
     def __init__(self, cfg: DIConfig, nets: DINets, device: torch.device, sigma=None, noise=None):
         self.cfg, self.nets, self.device = cfg, nets, device
