@@ -38,9 +38,6 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
     config = property(lambda self: self.path / CONFIG)
     rounds = property(lambda self: self.path / ROUNDS)
     evals = property(lambda self: self.path / EVALS)
@@ -60,9 +57,6 @@ class RunDir:
 
     def read_summary(self) -> dict | None:
         return json.loads(self.summary.read_text()) if self.summary.is_file() else None
-
-    def read_config_dict(self) -> dict:
-        return json.loads(self.config.read_text())
 
     def finished_summary(self) -> dict | None:
         """The summary of a run that ended (completed, or diverged), else None."""

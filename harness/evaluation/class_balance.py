@@ -63,6 +63,7 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     from harness.method.config import DIConfig
     from harness.method.build import build_nets
     from harness.evaluation.run_evaluator import Evaluator
+    from harness.method.teachers import TEACHERS
     from harness.common.manifest import make_manifest, write_json
 
     run_dir = Path(run_dir)
@@ -71,7 +72,7 @@ def compute_class_hists(run_dir: Path, asset_dir=None) -> dict:
     if not RunDir(run_dir).config.is_file() or not ckpt_path.is_file():
         raise ClassHistError(f"{run_dir}: no class histograms stored and no config.json + checkpoint.pt to recompute them")
     cfg = DIConfig.load(RunDir(run_dir).config)
-    if cfg.teacher == "toy-gmm":
+    if TEACHERS[cfg.teacher].analytic:
         raise ClassHistError(f"{run_dir}: the toy has modes, not classes (see its mode-mass error)")
     torch.manual_seed(cfg.seed)  # build_nets draws fresh weights for an aux net from scratch; the same draw as training
     nets = build_nets(cfg, asset_dir)

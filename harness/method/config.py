@@ -238,17 +238,19 @@ class DIConfig:
         self.validate()
 
     def validate(self) -> None:
-        for name, options in choice_registries().items():
+        registries = choice_registries()
+        for name, options in registries.items():
             if get_field(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}, got {get_field(self, name)!r}")
         from harness.method.aux_losses import AUX_LOSSES
         from harness.method.objectives import OBJECTIVES
 
-        if (self.teacher == "toy-gmm") != (self.generator == "toy-mlp"):
+        analytic = registries["teacher"][self.teacher].analytic  # the exact-score toy
+        if analytic != (self.generator == "toy-mlp"):
             raise ConfigError("teacher toy-gmm and generator toy-mlp go together")
-        if self.teacher == "toy-gmm" and self.aux_init == "teacher":
+        if analytic and self.aux_init == "teacher":
             raise ConfigError("the toy's teacher is analytic (no network to copy): use aux_init=scratch")
-        if self.teacher == "toy-gmm" and AUX_LOSSES[self.aux_loss].needs_trained_teacher:
+        if analytic and AUX_LOSSES[self.aux_loss].needs_trained_teacher:
             raise ConfigError(f"aux_loss={self.aux_loss} needs a trained teacher; the toy's teacher is analytic")
         objective = OBJECTIVES[self.objective]
         if objective.extra_networks or objective.extra_data:  # declared, but the loop cannot build them yet

@@ -40,11 +40,6 @@ class Diverged(RuntimeError):
 DIVERGENCE_KEYS = ("aux_loss", "surrogate", "gen_grad_norm")
 
 
-def finished_summary(run_dir: str | Path) -> dict | None:
-    """The summary of a run that ended (completed, or diverged: training it again repeats it), else None."""
-    return RunDir(run_dir).finished_summary()
-
-
 def _claim(run: RunDir, cfg: DIConfig) -> None:
     """Write config.json, or check that the one there describes this run (resuming, or recording a run trained
     elsewhere: its config.json stays as written)."""
@@ -56,7 +51,7 @@ def _claim(run: RunDir, cfg: DIConfig) -> None:
         cfg.save(run.config)
 
 
-def _diverged(cfg: DIConfig, row: dict, generator: torch.nn.Module) -> str | None:
+def _diverged(row: dict, generator: torch.nn.Module) -> str | None:
     """What went non-finite this round (for the Diverged message), or None."""
     bad = [k for k in DIVERGENCE_KEYS if k in row and not math.isfinite(row[k])]
     if bad:
@@ -155,7 +150,7 @@ def train(cfg: DIConfig, out_dir: str | Path, asset_dir=None, on_eval=None, comm
                "wall_s": time.time() - t0}
         append_row(run.rounds, row)
         # 6. Stop on a non-finite loss, gradient or weight.
-        what = _diverged(cfg, row, nets.generator) if cfg.stop_on_divergence else None
+        what = _diverged(row, nets.generator) if cfg.stop_on_divergence else None
         if what:
             raise Diverged(f"non-finite {what} at round {r + 1}")
         # 7. A curve evaluation every eval.every rounds (the last round's is the final evaluation).

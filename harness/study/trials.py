@@ -201,6 +201,5 @@ def claim_trial(study, frozen) -> bool:
 
 def run_finished(run_dir: Path) -> bool:
     """A run directory whose summary says it ended (completed or diverged): training it again changes nothing."""
-    from harness.method.loop import finished_summary
 
-    return finished_summary(run_dir) is not None
+    return RunDir(run_dir).finished_summary() is not None
